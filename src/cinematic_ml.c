@@ -1,0 +1,29 @@
+/*
+ * cinematic_ml.c — module entry: settings and subsystem initialisation
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "utils/guc.h"
+
+#include "predict.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+/* Define the settings and initialise each subsystem */
+void
+_PG_init(void)
+{
+	DefineCustomStringVariable("cinematic_ml.default_model",
+							   "Model used by predict functions called without a model name.",
+							   "When empty, the only model with an active version is used.",
+							   &cml_default_model,
+							   "",
+							   PGC_USERSET,
+							   0,
+							   NULL, NULL, NULL);
+	MarkGUCPrefixReserved("cinematic_ml");
+	CmlPredictInit();
+}

@@ -1,0 +1,101 @@
+/*
+ * geo.h — the one geometry of cinematic_ml
+ *
+ * Points are WGS84 degrees on a sphere of radius 6,371,000 m.  Every algorithm
+ * works on 3-D unit vectors: the chord between two unit vectors is a monotonic
+ * function of the great-circle distance, so neighbour tests, nearest-centroid
+ * searches and grids have no seam at the antimeridian or the poles.  Distances
+ * shown to users are great-circle (haversine) metres.
+ */
+#ifndef CML_GEO_H
+#define CML_GEO_H
+
+#include <math.h>
+
+#define CML_EARTH_RADIUS_M 6371000.0
+
+typedef struct CmlVec3
+{
+	double		x;
+	double		y;
+	double		z;
+} CmlVec3;
+
+/* Raise a precise ERROR unless (lat, lon) is a finite WGS84 coordinate */
+extern void CmlCheckLatLon(double lat, double lon);
+
+/* True when (lat, lon) is a finite WGS84 coordinate (no error raised) */
+static inline bool
+CmlLatLonValid(double lat, double lon)
+{
+	return isfinite(lat) && isfinite(lon) &&
+		lat >= -90.0 && lat <= 90.0 && lon >= -180.0 && lon <= 180.0;
+}
+
+/* Unit vector of a coordinate in degrees */
+static inline CmlVec3
+CmlLatLonToVec(double lat, double lon)
+{
+	double		phi = lat * (M_PI / 180.0);
+	double		lam = lon * (M_PI / 180.0);
+	double		c = cos(phi);
+	CmlVec3		v;
+
+	v.x = c * cos(lam);
+	v.y = c * sin(lam);
+	v.z = sin(phi);
+	return v;
+}
+
+/* Coordinate in degrees of a (not necessarily unit) non-zero vector */
+extern void CmlVecToLatLon(CmlVec3 v, double *lat, double *lon);
+
+/* Squared chord between two unit vectors */
+static inline double
+CmlChord2(CmlVec3 a, CmlVec3 b)
+{
+	double		dx = a.x - b.x;
+	double		dy = a.y - b.y;
+	double		dz = a.z - b.z;
+
+	return dx * dx + dy * dy + dz * dz;
+}
+
+/* Great-circle metres from a squared chord of unit vectors */
+static inline double
+CmlChord2ToMetres(double chord2)
+{
+	double		half = sqrt(chord2) * 0.5;
+
+	if (half > 1.0)
+		half = 1.0;
+	return 2.0 * CML_EARTH_RADIUS_M * asin(half);
+}
+
+/* Squared chord of unit vectors that corresponds to a great-circle distance in metres */
+static inline double
+CmlMetresToChord2(double metres)
+{
+	double		ang = metres / CML_EARTH_RADIUS_M;
+	double		c;
+
+	if (ang >= M_PI)
+		return 4.0;
+	c = 2.0 * sin(ang * 0.5);
+	return c * c;
+}
+
+/* Great-circle distance in metres between two unit vectors */
+static inline double
+CmlVecDistance(CmlVec3 a, CmlVec3 b)
+{
+	return CmlChord2ToMetres(CmlChord2(a, b));
+}
+
+/* Haversine distance in metres between two coordinates in degrees */
+extern double CmlHaversine(double lat1, double lon1, double lat2, double lon2);
+
+/* Normalise a vector to unit length; false when it is (nearly) zero */
+extern bool CmlVecNormalize(CmlVec3 *v);
+
+#endif							/* CML_GEO_H */

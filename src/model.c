@@ -1,0 +1,497 @@
+/*
+ * model.c — the model bytea: serialise, validate, describe, predict
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "port/pg_crc32c.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+
+#include "model.h"
+
+#ifdef WORDS_BIGENDIAN
+#error "cinematic_ml model format v1 is little-endian; big-endian hosts are not supported yet"
+#endif
+
+/* Raise the error for a damaged model */
+#define CORRUPT(...) \
+	ereport(ERROR, \
+			(errcode(ERRCODE_DATA_CORRUPTED), \
+			 errmsg("invalid cinematic_ml model: " __VA_ARGS__)))
+
+typedef struct Reader
+{
+	const char *p;
+	const char *end;
+} Reader;
+
+/* Ensure n more bytes can be read */
+static inline void
+NeedBytes(Reader *r, size_t n, const char *what)
+{
+	if ((size_t) (r->end - r->p) < n)
+		CORRUPT("truncated while reading %s", what);
+}
+
+#define DEFINE_GET(name, type) \
+static inline type \
+name(Reader *r, const char *what) \
+{ \
+	type v; \
+	NeedBytes(r, sizeof(type), what); \
+	memcpy(&v, r->p, sizeof(type)); \
+	r->p += sizeof(type); \
+	return v; \
+}
+DEFINE_GET(GetU16, uint16)
+DEFINE_GET(GetU32, uint32)
+DEFINE_GET(GetI32, int32)
+DEFINE_GET(GetI64, int64)
+DEFINE_GET(GetU64, uint64)
+DEFINE_GET(GetF64, double)
+
+/* Read a float that must be finite */
+static double
+GetFinite(Reader *r, const char *what)
+{
+	double		v = GetF64(r, what);
+
+	if (!isfinite(v))
+		CORRUPT("%s is not finite", what);
+	return v;
+}
+
+/* Read a float that must be finite and >= 0 */
+static double
+GetNonNegative(Reader *r, const char *what)
+{
+	double		v = GetFinite(r, what);
+
+	if (v < 0.0)
+		CORRUPT("%s is negative", what);
+	return v;
+}
+
+#define PUT(buf, v) appendBinaryStringInfo((buf), (const char *) &(v), sizeof(v))
+
+/* Human name of an algorithm */
+const char *
+CmlAlgorithmName(CmlAlgorithm alg)
+{
+	switch (alg)
+	{
+		case CML_ALG_KMEANS:
+			return "kmeans";
+		case CML_ALG_DBSCAN:
+			return "dbscan";
+	}
+	return "unknown";
+}
+
+/* Serialise a model to format v1 */
+bytea *
+CmlModelSerialize(const CmlModel *m)
+{
+	StringInfoData buf;
+	uint16		version = CML_FORMAT_VERSION;
+	uint16		alg = (uint16) m->algorithm;
+	uint32		zero32 = 0;
+	int64		zero64 = 0;
+	uint32		total;
+	pg_crc32c	crc;
+	bytea	   *result;
+
+	initStringInfo(&buf);
+	/* reserve room for the varlena header, then the model header */
+	appendStringInfoSpaces(&buf, VARHDRSZ);
+	appendBinaryStringInfo(&buf, CML_MODEL_MAGIC, 4);
+	PUT(&buf, version);
+	PUT(&buf, alg);
+	PUT(&buf, zero32);			/* reserved */
+	PUT(&buf, zero32);			/* total length, patched below */
+	PUT(&buf, zero32);			/* crc, patched below */
+	PUT(&buf, zero32);			/* reserved */
+
+	PUT(&buf, m->k);
+	PUT(&buf, m->n_init);
+	PUT(&buf, m->max_iter);
+	PUT(&buf, m->min_points);
+	PUT(&buf, m->seed);
+	PUT(&buf, m->tol);
+	PUT(&buf, m->eps_m);
+	PUT(&buf, zero64);
+
+	PUT(&buf, m->n_train);
+	PUT(&buf, m->n_noise);
+	PUT(&buf, m->inertia);
+	PUT(&buf, m->silhouette);
+	PUT(&buf, m->davies_bouldin);
+	PUT(&buf, m->n_iter);
+	PUT(&buf, m->n_zones);
+
+	for (int i = 0; i < m->n_zones; i++)
+	{
+		const CmlZone *z = &m->zones[i];
+
+		PUT(&buf, z->n_points);
+		PUT(&buf, z->lat);
+		PUT(&buf, z->lon);
+		PUT(&buf, z->radius_m);
+		PUT(&buf, z->p90_m);
+		PUT(&buf, z->mean_m);
+		PUT(&buf, z->center.x);
+		PUT(&buf, z->center.y);
+		PUT(&buf, z->center.z);
+	}
+
+	PUT(&buf, m->n_core);
+	for (int64 i = 0; i < m->n_core; i++)
+	{
+		PUT(&buf, m->core_lat[i]);
+		PUT(&buf, m->core_lon[i]);
+		PUT(&buf, m->core_zone[i]);
+	}
+
+	if ((size_t) buf.len - VARHDRSZ > PG_UINT32_MAX || buf.len > MaxAllocSize)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("model is too large to store (%d bytes)", buf.len)));
+
+	total = (uint32) (buf.len - VARHDRSZ);
+	memcpy(buf.data + VARHDRSZ + 12, &total, sizeof(uint32));
+	INIT_CRC32C(crc);
+	COMP_CRC32C(crc, buf.data + VARHDRSZ + CML_HEADER_SIZE, total - CML_HEADER_SIZE);
+	FIN_CRC32C(crc);
+	memcpy(buf.data + VARHDRSZ + 16, &crc, sizeof(uint32));
+
+	result = (bytea *) buf.data;
+	SET_VARSIZE(result, buf.len);
+	return result;
+}
+
+/* Parse and validate a model; every length, count and number is checked */
+CmlModel *
+CmlModelDeserialize(const bytea *raw)
+{
+	Reader		r;
+	Reader	   *rd = &r;
+	CmlModel   *m = palloc0(sizeof(CmlModel));
+	size_t		len = VARSIZE_ANY_EXHDR(raw);
+	uint16		version;
+	uint16		alg;
+	uint32		total;
+	uint32		stored_crc;
+	pg_crc32c	crc;
+	int64		sum_points = 0;
+
+	r.p = VARDATA_ANY(raw);
+	r.end = r.p + len;
+
+	if (len < 4 || memcmp(r.p, CML_MODEL_MAGIC, 4) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("invalid cinematic_ml model: bad magic number"),
+				 errdetail("The value is not a cinematic_ml model.")));
+	r.p += 4;
+	version = GetU16(rd, "format version");
+	if (version > CML_FORMAT_VERSION)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cinematic_ml model format version %u is newer than this library supports (%d)",
+						version, CML_FORMAT_VERSION),
+				 errhint("Update the cinematic_ml extension to read this model.")));
+	if (version == 0)
+		CORRUPT("format version 0");
+	alg = GetU16(rd, "algorithm");
+	if (alg != CML_ALG_KMEANS && alg != CML_ALG_DBSCAN)
+		CORRUPT("unknown algorithm %u", alg);
+	m->algorithm = (CmlAlgorithm) alg;
+	if (GetU32(rd, "reserved field") != 0)
+		CORRUPT("reserved field is not zero");
+	total = GetU32(rd, "length");
+	if (total != len)
+		CORRUPT("length field says %u bytes but the value has %zu", total, len);
+	stored_crc = GetU32(rd, "checksum");
+	if (GetU32(rd, "reserved field") != 0)
+		CORRUPT("reserved field is not zero");
+	INIT_CRC32C(crc);
+	COMP_CRC32C(crc, r.p, r.end - r.p);
+	FIN_CRC32C(crc);
+	if (crc != stored_crc)
+		CORRUPT("checksum mismatch (stored %08X, computed %08X)", stored_crc, crc);
+
+	/* parameters */
+	m->k = GetI32(rd, "k");
+	m->n_init = GetI32(rd, "n_init");
+	m->max_iter = GetI32(rd, "max_iter");
+	m->min_points = GetI32(rd, "min_points");
+	m->seed = GetU64(rd, "seed");
+	m->tol = GetNonNegative(rd, "tol");
+	m->eps_m = GetNonNegative(rd, "eps_m");
+	if (GetI64(rd, "reserved field") != 0)
+		CORRUPT("reserved field is not zero");
+	if (m->algorithm == CML_ALG_KMEANS)
+	{
+		if (m->k < 1 || m->k > CML_MAX_K)
+			CORRUPT("k %d is out of range", m->k);
+		if (m->n_init < 1 || m->max_iter < 1)
+			CORRUPT("n_init or max_iter is not positive");
+	}
+	else
+	{
+		if (!(m->eps_m > 0.0) || m->min_points < 1)
+			CORRUPT("eps_m or min_points is not positive");
+	}
+
+	/* training summary */
+	m->n_train = GetI64(rd, "n_train");
+	m->n_noise = GetI64(rd, "n_noise");
+	m->inertia = GetNonNegative(rd, "inertia");
+	m->silhouette = GetF64(rd, "silhouette");
+	m->davies_bouldin = GetF64(rd, "davies_bouldin");
+	m->n_iter = GetI32(rd, "n_iter");
+	m->n_zones = GetI32(rd, "n_zones");
+	if (m->n_train < 0 || m->n_noise < 0 || m->n_noise > m->n_train)
+		CORRUPT("inconsistent point counts");
+	if (!isnan(m->silhouette) && !(m->silhouette >= -1.0 && m->silhouette <= 1.0))
+		CORRUPT("silhouette %g is out of range", m->silhouette);
+	if (!isnan(m->davies_bouldin) && !(m->davies_bouldin >= 0.0 && isfinite(m->davies_bouldin)))
+		CORRUPT("Davies-Bouldin index %g is out of range", m->davies_bouldin);
+	if (m->n_iter < 0)
+		CORRUPT("negative iteration count");
+	if (m->n_zones < 0 || m->n_zones > CML_MAX_ZONES)
+		CORRUPT("zone count %d is out of range", m->n_zones);
+	if (m->algorithm == CML_ALG_KMEANS && (m->n_zones != m->k || m->n_noise != 0))
+		CORRUPT("k-means model has %d zones for k = %d", m->n_zones, m->k);
+
+	/* zones */
+	NeedBytes(rd, (size_t) m->n_zones * CML_ZONE_SIZE, "zones");
+	m->zones = palloc0(sizeof(CmlZone) * Max(m->n_zones, 1));
+	for (int i = 0; i < m->n_zones; i++)
+	{
+		CmlZone    *z = &m->zones[i];
+
+		z->n_points = GetI64(rd, "zone size");
+		z->lat = GetFinite(rd, "zone latitude");
+		z->lon = GetFinite(rd, "zone longitude");
+		z->radius_m = GetNonNegative(rd, "zone radius");
+		z->p90_m = GetNonNegative(rd, "zone p90 radius");
+		z->mean_m = GetNonNegative(rd, "zone mean distance");
+		z->center.x = GetFinite(rd, "zone center");
+		z->center.y = GetFinite(rd, "zone center");
+		z->center.z = GetFinite(rd, "zone center");
+		if (z->n_points < 1 || z->n_points > m->n_train)
+			CORRUPT("zone %d has %lld points", i, (long long) z->n_points);
+		sum_points += z->n_points;
+		if (!CmlLatLonValid(z->lat, z->lon))
+			CORRUPT("zone %d centroid (%g, %g) is not a WGS84 coordinate", i, z->lat, z->lon);
+		if (z->p90_m > z->radius_m * (1 + 1e-9) || z->mean_m > z->radius_m * (1 + 1e-9) ||
+			z->radius_m > M_PI * CML_EARTH_RADIUS_M)
+			CORRUPT("zone %d radii are inconsistent", i);
+		{
+			double		n2 = z->center.x * z->center.x + z->center.y * z->center.y +
+				z->center.z * z->center.z;
+
+			if (!(n2 > 0.0 && n2 <= 1.0 + 1e-9))
+				CORRUPT("zone %d center is not inside the unit sphere", i);
+		}
+		z->unit = CmlLatLonToVec(z->lat, z->lon);
+	}
+	if (sum_points + m->n_noise != m->n_train)
+		CORRUPT("zone sizes and noise do not add up to the training count");
+
+	/* core points */
+	m->n_core = GetI64(rd, "core point count");
+	if (m->n_core < 0 || (m->algorithm == CML_ALG_KMEANS && m->n_core != 0) ||
+		m->n_core > m->n_train)
+		CORRUPT("core point count %lld is invalid", (long long) m->n_core);
+	if ((size_t) (r.end - r.p) != (size_t) m->n_core * CML_CORE_SIZE)
+		CORRUPT("%zu bytes of core points for %lld core points",
+				(size_t) (r.end - r.p), (long long) m->n_core);
+	if (m->n_core > 0)
+	{
+		m->core_lat = palloc_extended(sizeof(double) * m->n_core, MCXT_ALLOC_HUGE);
+		m->core_lon = palloc_extended(sizeof(double) * m->n_core, MCXT_ALLOC_HUGE);
+		m->core_zone = palloc_extended(sizeof(int32) * m->n_core, MCXT_ALLOC_HUGE);
+		for (int64 i = 0; i < m->n_core; i++)
+		{
+			m->core_lat[i] = GetF64(rd, "core point");
+			m->core_lon[i] = GetF64(rd, "core point");
+			m->core_zone[i] = GetI32(rd, "core point zone");
+			if (!CmlLatLonValid(m->core_lat[i], m->core_lon[i]))
+				CORRUPT("core point %lld is not a WGS84 coordinate", (long long) i);
+			if (m->core_zone[i] < 0 || m->core_zone[i] >= m->n_zones)
+				CORRUPT("core point %lld has zone %d", (long long) i, m->core_zone[i]);
+		}
+	}
+	if (m->algorithm == CML_ALG_DBSCAN && m->n_zones > 0 && m->n_core == 0)
+		CORRUPT("DBSCAN model has zones but no core points");
+	return m;
+}
+
+/* Build what predict needs (the DBSCAN core index) */
+void
+CmlModelPrepare(CmlModel *m)
+{
+	if (m->algorithm == CML_ALG_DBSCAN && m->n_core > 0 && m->core_index == NULL)
+		m->core_index = CmlCoreIndexBuild(m);
+}
+
+/* Zone whose centroid is nearest on the sphere; -1 without zones */
+static int32
+NearestCentroid(const CmlModel *m, CmlVec3 v, double *chord2)
+{
+	int32		best = -1;
+	double		bestd = 5.0;
+
+	for (int32 i = 0; i < m->n_zones; i++)
+	{
+		double		d = CmlChord2(v, m->zones[i].unit);
+
+		if (d < bestd)
+		{
+			bestd = d;
+			best = i;
+		}
+	}
+	*chord2 = bestd;
+	return best;
+}
+
+/* Predict one point */
+void
+CmlPredict(const CmlModel *m, double lat, double lon, CmlPrediction *out)
+{
+	CmlVec3		v = CmlLatLonToVec(lat, lon);
+
+	out->cluster = -1;
+	out->is_hotspot = false;
+	out->distance_m = NAN;
+	out->zone_radius_m = NAN;
+	if (m->n_zones == 0)
+		return;
+
+	if (m->algorithm == CML_ALG_KMEANS)
+	{
+		int32		best = 0;
+		double		bestd = CmlChord2(v, m->zones[0].center);
+
+		for (int32 i = 1; i < m->n_zones; i++)
+		{
+			double		d = CmlChord2(v, m->zones[i].center);
+
+			if (d < bestd)
+			{
+				bestd = d;
+				best = i;
+			}
+		}
+		out->cluster = best;
+		out->distance_m = CmlVecDistance(v, m->zones[best].unit);
+		out->zone_radius_m = m->zones[best].radius_m;
+		out->is_hotspot = out->distance_m <= out->zone_radius_m;
+	}
+	else
+	{
+		int32		zone = CmlCoreIndexLookup(m, v);
+		double		chord2;
+
+		if (zone >= 0)
+		{
+			out->cluster = zone;
+			out->is_hotspot = true;
+			out->distance_m = CmlVecDistance(v, m->zones[zone].unit);
+		}
+		else
+		{
+			zone = NearestCentroid(m, v, &chord2);
+			out->distance_m = CmlChord2ToMetres(chord2);
+		}
+		out->zone_radius_m = m->zones[zone].radius_m;
+	}
+}
+
+/* Append a float as JSON (null when not finite) */
+static void
+AppendJsonFloat(StringInfo buf, double v)
+{
+	if (isfinite(v))
+		appendStringInfo(buf, "%.15g", v);
+	else
+		appendStringInfoString(buf, "null");
+}
+
+/* Describe a model as jsonb */
+Datum
+CmlModelInfoJsonb(const CmlModel *m)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"format_version\": %d, \"algorithm\": \"%s\", ",
+					 CML_FORMAT_VERSION, CmlAlgorithmName(m->algorithm));
+	appendStringInfoString(&buf, "\"geometry\": \"sphere-3d\", \"earth_radius_m\": 6371000, ");
+	if (m->algorithm == CML_ALG_KMEANS)
+	{
+		appendStringInfo(&buf, "\"params\": {\"k\": %d, \"seed\": " UINT64_FORMAT
+						 ", \"n_init\": %d, \"max_iter\": %d, \"tol\": ",
+						 m->k, m->seed, m->n_init, m->max_iter);
+		AppendJsonFloat(&buf, m->tol);
+		appendStringInfoString(&buf, "}, ");
+	}
+	else
+	{
+		appendStringInfoString(&buf, "\"params\": {\"eps_m\": ");
+		AppendJsonFloat(&buf, m->eps_m);
+		appendStringInfo(&buf, ", \"min_points\": %d}, ", m->min_points);
+	}
+	appendStringInfo(&buf, "\"n_train\": " INT64_FORMAT ", \"n_noise\": " INT64_FORMAT
+					 ", \"noise_share\": ", m->n_train, m->n_noise);
+	AppendJsonFloat(&buf, m->n_train > 0 ? (double) m->n_noise / m->n_train : 0.0);
+	appendStringInfo(&buf, ", \"n_zones\": %d, \"n_iter\": %d, \"n_core\": " INT64_FORMAT ", \"inertia\": ",
+					 m->n_zones, m->n_iter, m->n_core);
+	AppendJsonFloat(&buf, m->inertia);
+	appendStringInfoString(&buf, ", \"inertia_per_point\": ");
+	AppendJsonFloat(&buf, m->n_train > m->n_noise ? m->inertia / (m->n_train - m->n_noise) : 0.0);
+	appendStringInfoString(&buf, ", \"silhouette\": ");
+	AppendJsonFloat(&buf, m->silhouette);
+	appendStringInfoString(&buf, ", \"davies_bouldin\": ");
+	AppendJsonFloat(&buf, m->davies_bouldin);
+	{
+		double		sum_r = 0;
+		int64		sum_n = 0;
+
+		for (int i = 0; i < m->n_zones; i++)
+		{
+			sum_r += m->zones[i].radius_m;
+			sum_n += m->zones[i].n_points;
+		}
+		appendStringInfoString(&buf, ", \"mean_points_per_zone\": ");
+		AppendJsonFloat(&buf, m->n_zones > 0 ? (double) sum_n / m->n_zones : 0.0);
+		appendStringInfoString(&buf, ", \"mean_zone_radius_m\": ");
+		AppendJsonFloat(&buf, m->n_zones > 0 ? sum_r / m->n_zones : 0.0);
+	}
+	appendStringInfoString(&buf, ", \"zones\": [");
+	for (int i = 0; i < m->n_zones; i++)
+	{
+		const CmlZone *z = &m->zones[i];
+
+		appendStringInfo(&buf, "%s{\"cluster\": %d, \"n_points\": " INT64_FORMAT ", \"lat\": ",
+						 i > 0 ? ", " : "", i, z->n_points);
+		AppendJsonFloat(&buf, z->lat);
+		appendStringInfoString(&buf, ", \"lon\": ");
+		AppendJsonFloat(&buf, z->lon);
+		appendStringInfoString(&buf, ", \"radius_m\": ");
+		AppendJsonFloat(&buf, z->radius_m);
+		appendStringInfoString(&buf, ", \"p90_radius_m\": ");
+		AppendJsonFloat(&buf, z->p90_m);
+		appendStringInfoString(&buf, ", \"mean_distance_m\": ");
+		AppendJsonFloat(&buf, z->mean_m);
+		appendStringInfoString(&buf, "}");
+	}
+	appendStringInfoString(&buf, "]}");
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+}

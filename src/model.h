@@ -1,0 +1,116 @@
+/*
+ * model.h — the model: in-memory form, bytea format v1, validation
+ *
+ * Format v1 (all integers and floats little-endian):
+ *
+ *   header  (24 bytes)
+ *     char[4]  magic "CMLM"
+ *     uint16   format version (1)
+ *     uint16   algorithm (1 = k-means, 2 = DBSCAN)
+ *     uint32   reserved, always zero
+ *     uint32   total length in bytes (header included)
+ *     uint32   CRC-32C of everything after the header
+ *     uint32   reserved, always zero
+ *   parameters (48 bytes)
+ *     int32 k, int32 n_init, int32 max_iter, int32 min_points,
+ *     uint64 seed, float8 tol, float8 eps_m, int64 reserved (zero)
+ *   training summary (56 bytes)
+ *     int64 n_train, int64 n_noise, float8 inertia_m2, float8 silhouette,
+ *     float8 davies_bouldin, int32 n_iter, int32 n_zones
+ *   zones: n_zones x 72 bytes
+ *     int64 n_points, float8 lat, float8 lon, float8 radius_m, float8 p90_m,
+ *     float8 mean_m, float8 center x, y, z (k-means: the 3-D mean used for assignment)
+ *   core points (DBSCAN only, otherwise n_core = 0): int64 n_core, then
+ *     n_core x (float8 lat, float8 lon, int32 zone)
+ */
+#ifndef CML_MODEL_H
+#define CML_MODEL_H
+
+#include "geo.h"
+
+#define CML_MODEL_MAGIC "CMLM"
+#define CML_FORMAT_VERSION 1
+#define CML_HEADER_SIZE 24
+#define CML_PARAMS_SIZE 48
+#define CML_SUMMARY_SIZE 56
+#define CML_ZONE_SIZE 72
+#define CML_CORE_SIZE 20
+
+/* Upper bounds that keep every size computation far from overflow */
+#define CML_MAX_ZONES 1000000
+#define CML_MAX_K 100000
+
+typedef enum CmlAlgorithm
+{
+	CML_ALG_KMEANS = 1,
+	CML_ALG_DBSCAN = 2
+} CmlAlgorithm;
+
+typedef struct CmlZone
+{
+	int64		n_points;
+	double		lat;			/* centroid on the sphere */
+	double		lon;
+	double		radius_m;		/* max great-circle distance of a member to the centroid */
+	double		p90_m;			/* 90th percentile of that distance */
+	double		mean_m;			/* mean of that distance */
+	CmlVec3		center;			/* k-means: 3-D mean (assignment); DBSCAN: unit centroid */
+	CmlVec3		unit;			/* unit vector of (lat, lon), derived */
+} CmlZone;
+
+/* Spatial index over DBSCAN core points, built on load (see dbscan.c) */
+typedef struct CmlCoreIndex CmlCoreIndex;
+
+typedef struct CmlModel
+{
+	CmlAlgorithm algorithm;
+	/* parameters */
+	int32		k;
+	int32		n_init;
+	int32		max_iter;
+	int32		min_points;
+	uint64		seed;
+	double		tol;
+	double		eps_m;
+	/* training summary */
+	int64		n_train;
+	int64		n_noise;
+	double		inertia;		/* k-means: sum of squared chord metres; DBSCAN: 0 */
+	double		silhouette;		/* simplified silhouette, NaN when undefined */
+	double		davies_bouldin; /* NaN when undefined */
+	int32		n_iter;
+	int32		n_zones;
+	CmlZone    *zones;
+	/* DBSCAN core points */
+	int64		n_core;
+	double	   *core_lat;
+	double	   *core_lon;
+	int32	   *core_zone;
+	CmlCoreIndex *core_index;	/* built lazily by CmlModelPrepare */
+} CmlModel;
+
+/* Result of predicting one point */
+typedef struct CmlPrediction
+{
+	int32		cluster;		/* -1 when no zone */
+	bool		is_hotspot;
+	double		distance_m;		/* to the zone's (or nearest zone's) centroid */
+	double		zone_radius_m;	/* radius of that zone */
+} CmlPrediction;
+
+extern bytea *CmlModelSerialize(const CmlModel *model);
+extern CmlModel *CmlModelDeserialize(const bytea *raw);
+extern void CmlModelPrepare(CmlModel *model);
+extern void CmlPredict(const CmlModel *model, double lat, double lon, CmlPrediction *out);
+extern const char *CmlAlgorithmName(CmlAlgorithm alg);
+extern Datum CmlModelInfoJsonb(const CmlModel *model);
+
+/* zones.c: per-zone figures and quality metrics from labelled unit vectors */
+extern void CmlComputeZones(CmlModel *model, const CmlVec3 *pts, const int32 *labels,
+							int64 n, const CmlVec3 *centers);
+
+/* dbscan.c: core-point index used by predict */
+extern CmlCoreIndex *CmlCoreIndexBuild(const CmlModel *model);
+extern int32 CmlCoreIndexLookup(const CmlModel *model, CmlVec3 v);
+
+#endif							/* CML_MODEL_H */

@@ -1,0 +1,458 @@
+/*
+ * points.c — training points: the fitting aggregates' shared state (with its
+ * combine / serialise functions for parallel query), source queries, options
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "libpq/pqformat.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+
+#include "points.h"
+
+/* Create an empty point set in the current memory context */
+CmlPoints *
+CmlPointsCreate(void)
+{
+	CmlPoints  *pts = palloc0(sizeof(CmlPoints));
+
+	pts->cap = 1024;
+	pts->ll = palloc(sizeof(double) * 2 * pts->cap);
+	return pts;
+}
+
+/* Make room for at least `need` points */
+static void
+CmlPointsReserve(CmlPoints *pts, int64 need)
+{
+	if (need <= pts->cap)
+		return;
+	while (pts->cap < need)
+		pts->cap *= 2;
+	if ((Size) pts->cap > MaxAllocHugeSize / (2 * sizeof(double)))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("too many points to cluster (%lld)", (long long) need)));
+	pts->ll = repalloc_huge(pts->ll, sizeof(double) * 2 * pts->cap);
+}
+
+/* Add one validated point */
+void
+CmlPointsAdd(CmlPoints *pts, double lat, double lon)
+{
+	CmlCheckLatLon(lat, lon);
+	if (pts->n == pts->cap)
+		CmlPointsReserve(pts, pts->n + 1);
+	pts->ll[2 * pts->n] = lat;
+	pts->ll[2 * pts->n + 1] = lon;
+	pts->n++;
+}
+
+/* Unit vectors of all points, allocated (huge) in the current context */
+CmlVec3 *
+CmlPointsToVectors(const CmlPoints *pts)
+{
+	CmlVec3    *v = palloc_extended(sizeof(CmlVec3) * Max(pts->n, 1), MCXT_ALLOC_HUGE);
+
+	for (int64 i = 0; i < pts->n; i++)
+		v[i] = CmlLatLonToVec(pts->ll[2 * i], pts->ll[2 * i + 1]);
+	return v;
+}
+
+/* Name of a jsonb value type for messages */
+static const char *
+OptTypeName(enum jbvType t)
+{
+	switch (t)
+	{
+		case jbvNull:
+			return "null";
+		case jbvString:
+			return "string";
+		case jbvNumeric:
+			return "number";
+		case jbvBool:
+			return "boolean";
+		default:
+			return "object or array";
+	}
+}
+
+/* Parse a flat jsonb object of numeric options; unknown keys and bad values are errors */
+void
+CmlParseOptions(Jsonb *options, const char *what, const CmlOptSpec *spec, int nspec)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	int			depth = 0;
+
+	if (options == NULL)
+		return;
+	if (!JB_ROOT_IS_OBJECT(options))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a JSON object", what)));
+
+	it = JsonbIteratorInit(&options->root);
+	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		char	   *key;
+		const CmlOptSpec *s = NULL;
+		double		num;
+
+		if (tok == WJB_BEGIN_OBJECT)
+		{
+			depth++;
+			continue;
+		}
+		if (tok != WJB_KEY || depth != 1)
+			continue;
+		key = pnstrdup(v.val.string.val, v.val.string.len);
+		for (int i = 0; i < nspec; i++)
+			if (strcmp(spec[i].name, key) == 0)
+				s = &spec[i];
+		if (s == NULL)
+		{
+			StringInfoData known;
+
+			initStringInfo(&known);
+			for (int i = 0; i < nspec; i++)
+				appendStringInfo(&known, "%s%s", i ? ", " : "", spec[i].name);
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown key \"%s\" in %s", key, what),
+					 errhint("Known keys: %s.", known.data)));
+		}
+		tok = JsonbIteratorNext(&it, &v, true);
+		if (tok != WJB_VALUE || v.type != jbvNumeric)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("\"%s\" in %s must be a number, not %s", key, what,
+							tok == WJB_VALUE ? OptTypeName(v.type) : "object or array")));
+		num = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
+												 NumericGetDatum(v.val.numeric)));
+		if (!isfinite(num) || num < s->min || num > s->max)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("\"%s\" in %s is %g, out of range [%g, %g]",
+							key, what, num, s->min, s->max)));
+		if (s->type != CML_OPT_FLOAT && num != floor(num))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("\"%s\" in %s must be an integer, not %g", key, what, num)));
+		switch (s->type)
+		{
+			case CML_OPT_INT:
+				*(int32 *) s->dest = (int32) num;
+				break;
+			case CML_OPT_INT64:
+				*(int64 *) s->dest = (int64) num;
+				break;
+			case CML_OPT_FLOAT:
+				*(double *) s->dest = num;
+				break;
+		}
+	}
+}
+
+/* Convert a numeric column value to float8 */
+static double
+NumericDatumToDouble(Datum d, Oid type)
+{
+	switch (type)
+	{
+		case FLOAT8OID:
+			return DatumGetFloat8(d);
+		case FLOAT4OID:
+			return (double) DatumGetFloat4(d);
+		case INT2OID:
+			return (double) DatumGetInt16(d);
+		case INT4OID:
+			return (double) DatumGetInt32(d);
+		case INT8OID:
+			return (double) DatumGetInt64(d);
+		case NUMERICOID:
+			return DatumGetFloat8(DirectFunctionCall1(numeric_float8, d));
+	}
+	elog(ERROR, "unexpected column type %u. Please report a bug.", type);
+	return 0;
+}
+
+/* True for the types a coordinate column may have */
+static bool
+IsCoordinateType(Oid type)
+{
+	return type == FLOAT8OID || type == FLOAT4OID || type == NUMERICOID ||
+		type == INT2OID || type == INT4OID || type == INT8OID;
+}
+
+/*
+ * Run a source query with the caller's rights and collect its (lat, lon) rows.
+ * Rows with a NULL coordinate are skipped; an invalid coordinate is an error.
+ * The result is allocated in the caller's memory context.
+ */
+CmlPoints *
+CmlPointsFromQuery(const char *query)
+{
+	MemoryContext callerCxt = CurrentMemoryContext;
+	CmlPoints  *pts;
+	SPIPlanPtr	plan;
+	Portal		portal;
+	int64		rowno = 0;
+
+	pts = CmlPointsCreate();
+
+	SPI_connect();
+	plan = SPI_prepare(query, 0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	if (!SPI_is_cursor_plan(plan))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("source query must be a single SELECT returning (lat, lon)")));
+	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
+	for (;;)
+	{
+		TupleDesc	tupdesc;
+
+		SPI_cursor_fetch(portal, true, 10000);
+		if (SPI_processed == 0)
+			break;
+		tupdesc = SPI_tuptable->tupdesc;
+		if (rowno == 0)
+		{
+			Oid			t1 = tupdesc->natts >= 1 ? SPI_gettypeid(tupdesc, 1) : InvalidOid;
+			Oid			t2 = tupdesc->natts >= 2 ? SPI_gettypeid(tupdesc, 2) : InvalidOid;
+
+			if (tupdesc->natts != 2 || !IsCoordinateType(t1) || !IsCoordinateType(t2))
+				ereport(ERROR,
+						(errcode(ERRCODE_DATATYPE_MISMATCH),
+						 errmsg("source query must return two numeric columns (lat, lon)"),
+						 errdetail("It returns %d column(s)%s%s%s%s.", tupdesc->natts,
+								   tupdesc->natts >= 1 ? ": " : "",
+								   tupdesc->natts >= 1 ? format_type_be(t1) : "",
+								   tupdesc->natts >= 2 ? ", " : "",
+								   tupdesc->natts >= 2 ? format_type_be(t2) : "")));
+		}
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			bool		null1,
+						null2;
+			Datum		d1 = SPI_getbinval(tup, tupdesc, 1, &null1);
+			Datum		d2 = SPI_getbinval(tup, tupdesc, 2, &null2);
+			MemoryContext old;
+
+			rowno++;
+			if (null1 || null2)
+				continue;
+			old = MemoryContextSwitchTo(callerCxt);
+			CmlPointsAdd(pts, NumericDatumToDouble(d1, SPI_gettypeid(tupdesc, 1)),
+						 NumericDatumToDouble(d2, SPI_gettypeid(tupdesc, 2)));
+			MemoryContextSwitchTo(old);
+		}
+		SPI_freetuptable(SPI_tuptable);
+		CHECK_FOR_INTERRUPTS();
+	}
+	SPI_cursor_close(portal);
+	SPI_finish();
+	return pts;
+}
+
+/* ---------- aggregate state shared by kmeans_fit and dbscan_fit ---------- */
+
+/* The aggregate's state, created in the aggregate context on first use */
+static CmlPoints *
+PointsAggState(FunctionCallInfo fcinfo, const char *fname)
+{
+	MemoryContext aggcxt;
+	MemoryContext old;
+	CmlPoints  *pts;
+
+	if (!AggCheckCallContext(fcinfo, &aggcxt))
+		elog(ERROR, "%s called in non-aggregate context", fname);
+	if (!PG_ARGISNULL(0))
+		return (CmlPoints *) PG_GETARG_POINTER(0);
+	old = MemoryContextSwitchTo(aggcxt);
+	pts = CmlPointsCreate();
+	MemoryContextSwitchTo(old);
+	return pts;
+}
+
+/* Record the group's parameters, which must not change from row to row */
+static void
+SetParams(CmlPoints *pts, double p0, double p1, Jsonb *options, MemoryContext cxt)
+{
+	if (!pts->has_params)
+	{
+		pts->param[0] = p0;
+		pts->param[1] = p1;
+		if (options != NULL)
+		{
+			pts->options = MemoryContextAlloc(cxt, VARSIZE(options));
+			memcpy(pts->options, options, VARSIZE(options));
+		}
+		pts->has_params = true;
+	}
+	else if (pts->param[0] != p0 || pts->param[1] != p1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("clustering parameters must be the same for every row of a group")));
+}
+
+/* Add the row's point unless a coordinate is NULL */
+static void
+AddRow(FunctionCallInfo fcinfo, CmlPoints *pts, MemoryContext cxt)
+{
+	MemoryContext old;
+
+	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		return;
+	old = MemoryContextSwitchTo(cxt);
+	CmlPointsAdd(pts, PG_GETARG_FLOAT8(1), PG_GETARG_FLOAT8(2));
+	MemoryContextSwitchTo(old);
+}
+
+PG_FUNCTION_INFO_V1(kmeans_fit_trans);
+Datum
+kmeans_fit_trans(PG_FUNCTION_ARGS)
+{
+	MemoryContext aggcxt;
+	CmlPoints  *pts = PointsAggState(fcinfo, "kmeans_fit_trans");
+	Jsonb	   *options = (PG_NARGS() > 4 && !PG_ARGISNULL(4)) ? PG_GETARG_JSONB_P(4) : NULL;
+
+	AggCheckCallContext(fcinfo, &aggcxt);
+	if (PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("k must not be NULL")));
+	SetParams(pts, PG_GETARG_INT32(3), 0, options, aggcxt);
+	AddRow(fcinfo, pts, aggcxt);
+	PG_RETURN_POINTER(pts);
+}
+
+PG_FUNCTION_INFO_V1(dbscan_fit_trans);
+Datum
+dbscan_fit_trans(PG_FUNCTION_ARGS)
+{
+	MemoryContext aggcxt;
+	CmlPoints  *pts = PointsAggState(fcinfo, "dbscan_fit_trans");
+
+	AggCheckCallContext(fcinfo, &aggcxt);
+	if (PG_ARGISNULL(3) || PG_ARGISNULL(4))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("eps_m and min_points must not be NULL")));
+	SetParams(pts, PG_GETARG_FLOAT8(3), PG_GETARG_INT32(4), NULL, aggcxt);
+	AddRow(fcinfo, pts, aggcxt);
+	PG_RETURN_POINTER(pts);
+}
+
+PG_FUNCTION_INFO_V1(cml_points_combine);
+Datum
+cml_points_combine(PG_FUNCTION_ARGS)
+{
+	MemoryContext aggcxt;
+	MemoryContext old;
+	CmlPoints  *a;
+	CmlPoints  *b;
+
+	if (!AggCheckCallContext(fcinfo, &aggcxt))
+		elog(ERROR, "cml_points_combine called in non-aggregate context");
+	if (PG_ARGISNULL(1))
+		PG_RETURN_POINTER(PG_ARGISNULL(0) ? NULL : PG_GETARG_POINTER(0));
+	b = (CmlPoints *) PG_GETARG_POINTER(1);
+	if (PG_ARGISNULL(0))
+	{
+		old = MemoryContextSwitchTo(aggcxt);
+		a = CmlPointsCreate();
+		MemoryContextSwitchTo(old);
+	}
+	else
+		a = (CmlPoints *) PG_GETARG_POINTER(0);
+
+	if (b->has_params)
+		SetParams(a, b->param[0], b->param[1], b->options, aggcxt);
+	old = MemoryContextSwitchTo(aggcxt);
+	CmlPointsReserve(a, a->n + b->n);
+	MemoryContextSwitchTo(old);
+	memcpy(a->ll + 2 * a->n, b->ll, sizeof(double) * 2 * b->n);
+	a->n += b->n;
+	PG_RETURN_POINTER(a);
+}
+
+PG_FUNCTION_INFO_V1(cml_points_serialize);
+Datum
+cml_points_serialize(PG_FUNCTION_ARGS)
+{
+	CmlPoints  *pts = (CmlPoints *) PG_GETARG_POINTER(0);
+	StringInfoData buf;
+	Size		need;
+	int32		optlen = pts->options ? VARSIZE(pts->options) : 0;
+
+	need = add_size(64 + optlen, mul_size(pts->n, 2 * sizeof(double)));
+	if (need > MaxAllocSize - VARHDRSZ)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("partial clustering state of %lld points exceeds 1 GB",
+						(long long) pts->n),
+				 errhint("Set max_parallel_workers_per_gather = 0 to cluster this many points in one process.")));
+	pq_begintypsend(&buf);
+	enlargeStringInfo(&buf, (int) need);
+	pq_sendint64(&buf, pts->n);
+	pq_sendbyte(&buf, pts->has_params);
+	pq_sendfloat8(&buf, pts->param[0]);
+	pq_sendfloat8(&buf, pts->param[1]);
+	pq_sendint32(&buf, optlen);
+	if (optlen > 0)
+		pq_sendbytes(&buf, (const char *) pts->options, optlen);
+	pq_sendbytes(&buf, (const char *) pts->ll, (int) (pts->n * 2 * sizeof(double)));
+	PG_RETURN_BYTEA_P(pq_endtypsend(&buf));
+}
+
+PG_FUNCTION_INFO_V1(cml_points_deserialize);
+Datum
+cml_points_deserialize(PG_FUNCTION_ARGS)
+{
+	bytea	   *raw = PG_GETARG_BYTEA_PP(0);
+	MemoryContext aggcxt;
+	MemoryContext old;
+	StringInfoData buf;
+	CmlPoints  *pts;
+	int64		n;
+	int32		optlen;
+
+	if (!AggCheckCallContext(fcinfo, &aggcxt))
+		elog(ERROR, "cml_points_deserialize called in non-aggregate context");
+	old = MemoryContextSwitchTo(aggcxt);
+	pts = CmlPointsCreate();
+	/* read the bytea in place */
+	buf.data = VARDATA_ANY(raw);
+	buf.len = VARSIZE_ANY_EXHDR(raw);
+	buf.maxlen = buf.len;
+	buf.cursor = 0;
+	n = pq_getmsgint64(&buf);
+	pts->has_params = pq_getmsgbyte(&buf);
+	pts->param[0] = pq_getmsgfloat8(&buf);
+	pts->param[1] = pq_getmsgfloat8(&buf);
+	optlen = pq_getmsgint(&buf, 4);
+	if (optlen > 0)
+	{
+		pts->options = palloc(optlen);
+		pq_copymsgbytes(&buf, (char *) pts->options, optlen);
+	}
+	if (n < 0 || (Size) (buf.len - buf.cursor) != (Size) n * 2 * sizeof(double))
+		elog(ERROR, "invalid partial clustering state. Please report a bug.");
+	CmlPointsReserve(pts, n);
+	pq_copymsgbytes(&buf, (char *) pts->ll, (int) (n * 2 * sizeof(double)));
+	pts->n = n;
+	MemoryContextSwitchTo(old);
+	PG_RETURN_POINTER(pts);
+}

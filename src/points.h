@@ -1,0 +1,58 @@
+/*
+ * points.h — collecting training points (aggregate state, source queries)
+ * and parsing jsonb options
+ */
+#ifndef CML_POINTS_H
+#define CML_POINTS_H
+
+#include "fmgr.h"
+#include "utils/jsonb.h"
+
+#include "geo.h"
+#include "model.h"
+
+/* Points gathered by the fitting aggregates; shared by k-means and DBSCAN */
+typedef struct CmlPoints
+{
+	int64		n;
+	int64		cap;
+	double	   *ll;				/* lat, lon pairs */
+	bool		has_params;
+	double		param[2];		/* k-means: k; DBSCAN: eps_m, min_points */
+	Jsonb	   *options;		/* k-means options, or NULL */
+} CmlPoints;
+
+/* One recognised key of an options jsonb */
+typedef enum CmlOptType
+{
+	CML_OPT_INT,
+	CML_OPT_INT64,
+	CML_OPT_FLOAT
+} CmlOptType;
+
+typedef struct CmlOptSpec
+{
+	const char *name;
+	CmlOptType	type;
+	double		min;
+	double		max;
+	void	   *dest;			/* int32 *, int64 * or double * */
+} CmlOptSpec;
+
+extern void CmlParseOptions(Jsonb *options, const char *what,
+							const CmlOptSpec *spec, int nspec);
+
+extern CmlPoints *CmlPointsCreate(void);
+extern void CmlPointsAdd(CmlPoints *pts, double lat, double lon);
+extern CmlVec3 *CmlPointsToVectors(const CmlPoints *pts);
+extern CmlPoints *CmlPointsFromQuery(const char *query);
+
+/* Fitting entry points (kmeans.c, dbscan.c), model allocated in the current context */
+extern CmlModel *CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options,
+									Jsonb *options, int32 **labels_out);
+extern CmlModel *CmlDbscanFitPoints(const CmlPoints *pts, double eps_m, int32 min_points,
+									int32 **labels_out);
+extern void CmlKmeansCheckParams(Jsonb *params);
+extern void CmlDbscanParseParams(Jsonb *params, double *eps_m, int32 *min_points);
+
+#endif							/* CML_POINTS_H */
