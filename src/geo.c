@@ -12,14 +12,14 @@ CmlCheckLatLon(double lat, double lon)
 	if (!isfinite(lat) || lat < -90.0 || lat > 90.0)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("latitude %g is out of range", lat),
+				 errmsg("latitude %.15g is out of range", lat),
 				 errdetail("Latitude must be a finite number of WGS84 degrees in [-90, 90]."),
 				 (isfinite(lat) && fabs(lat) > 1000.0) ?
 				 errhint("The value looks like projected metres (e.g. Lambert-93), not degrees.") : 0));
 	if (!isfinite(lon) || lon < -180.0 || lon > 180.0)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("longitude %g is out of range", lon),
+				 errmsg("longitude %.15g is out of range", lon),
 				 errdetail("Longitude must be a finite number of WGS84 degrees in [-180, 180]."),
 				 (isfinite(lon) && fabs(lon) > 1000.0) ?
 				 errhint("The value looks like projected metres (e.g. Lambert-93), not degrees.") : 0));

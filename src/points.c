@@ -232,14 +232,18 @@ CmlPointsFromQuery(const char *query)
 			Oid			t2 = tupdesc->natts >= 2 ? SPI_gettypeid(tupdesc, 2) : InvalidOid;
 
 			if (tupdesc->natts != 2 || !IsCoordinateType(t1) || !IsCoordinateType(t2))
+			{
+				StringInfoData types;
+
+				initStringInfo(&types);
+				for (int c = 1; c <= tupdesc->natts; c++)
+					appendStringInfo(&types, "%s%s", c > 1 ? ", " : "",
+									 format_type_be(SPI_gettypeid(tupdesc, c)));
 				ereport(ERROR,
 						(errcode(ERRCODE_DATATYPE_MISMATCH),
 						 errmsg("source query must return two numeric columns (lat, lon)"),
-						 errdetail("It returns %d column(s)%s%s%s%s.", tupdesc->natts,
-								   tupdesc->natts >= 1 ? ": " : "",
-								   tupdesc->natts >= 1 ? format_type_be(t1) : "",
-								   tupdesc->natts >= 2 ? ", " : "",
-								   tupdesc->natts >= 2 ? format_type_be(t2) : "")));
+						 errdetail("It returns %d column(s): (%s).", tupdesc->natts, types.data)));
+			}
 		}
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
@@ -286,6 +290,13 @@ PointsAggState(FunctionCallInfo fcinfo, const char *fname)
 	return pts;
 }
 
+/* Equal parameters (NaN equals NaN: the final function reports it) */
+static inline bool
+SameParam(double a, double b)
+{
+	return a == b || (isnan(a) && isnan(b));
+}
+
 /* Record the group's parameters, which must not change from row to row */
 static void
 SetParams(CmlPoints *pts, double p0, double p1, Jsonb *options, MemoryContext cxt)
@@ -301,7 +312,7 @@ SetParams(CmlPoints *pts, double p0, double p1, Jsonb *options, MemoryContext cx
 		}
 		pts->has_params = true;
 	}
-	else if (pts->param[0] != p0 || pts->param[1] != p1)
+	else if (!SameParam(pts->param[0], p0) || !SameParam(pts->param[1], p1))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("clustering parameters must be the same for every row of a group")));

@@ -119,6 +119,9 @@ CmlComputeZones(CmlModel *m, const CmlVec3 *x, const int32 *labels, int64 n,
 		if (z < 0)
 			continue;
 		d = CmlVecDistance(x[i], m->zones[z].unit);
+		/* below a micrometre is rounding of the centroid, not distance */
+		if (d < 1e-6)
+			d = 0.0;
 		dist[fill[z]++] = d;
 		m->zones[z].mean_m += d;
 		if (d > m->zones[z].radius_m)

@@ -143,6 +143,11 @@ BEGIN
     IF model_name IS NULL OR source_query IS NULL OR algorithm IS NULL OR params IS NULL THEN
         RAISE EXCEPTION 'train() arguments must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    IF model_name !~ '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid model name "%"', model_name
+            USING ERRCODE = 'invalid_name',
+                  HINT = 'Use 1 to 63 letters, digits, "_", "." or "-", not starting with "." or "-".';
+    END IF;
     IF algorithm NOT IN ('kmeans', 'dbscan') THEN
         RAISE EXCEPTION 'unknown algorithm "%"', algorithm
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''kmeans'' or ''dbscan''.';

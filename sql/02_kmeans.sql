@@ -1,0 +1,77 @@
+-- k-means: aggregate, window function, options, errors
+SET extra_float_digits = 0;
+
+-- four tight groups of 100 points around Paris landmarks
+CREATE TABLE pts AS
+SELECT i AS id, g,
+       (ARRAY[48.8606, 48.8584, 48.8530, 48.8867])[g] + ((i * 7919) % 101 - 50) * 0.00001 AS lat,
+       (ARRAY[2.3376, 2.2945, 2.3499, 2.3431])[g] + ((i * 104729) % 101 - 50) * 0.00001 AS lon
+  FROM generate_series(1, 400) i, LATERAL (SELECT 1 + i % 4 AS g) x;
+
+-- the aggregate finds the four groups: each zone holds exactly one group
+WITH m AS (SELECT cinematic_ml.kmeans_fit(lat, lon, 4, '{"seed": 1}') AS model FROM pts)
+SELECT count(DISTINCT g) AS groups, count(DISTINCT cinematic_ml.predict_cluster(m.model, lat, lon)) AS zones,
+       count(DISTINCT (g, cinematic_ml.predict_cluster(m.model, lat, lon))) AS pairs
+  FROM pts, m;
+
+-- zones sorted by centroid: sizes and rounded centroids
+WITH m AS (SELECT cinematic_ml.kmeans_fit(lat, lon, 4, '{"seed": 1}') AS model FROM pts)
+SELECT (z->>'n_points')::int AS n, round((z->>'lat')::numeric, 4) AS lat, round((z->>'lon')::numeric, 4) AS lon,
+       (z->>'radius_m')::float8 BETWEEN 1 AND 1000 AS radius_ok
+  FROM m, jsonb_array_elements(cinematic_ml.model_info(m.model)->'zones') z
+ ORDER BY 2, 3;
+
+-- same seed, same model (byte for byte); the window function agrees with the aggregate
+SELECT (SELECT cinematic_ml.kmeans_fit(lat, lon, 4, '{"seed": 3, "n_init": 2}') FROM pts)
+     = (SELECT cinematic_ml.kmeans_fit(lat, lon, 4, '{"seed": 3, "n_init": 2}') FROM pts) AS deterministic;
+WITH m AS (SELECT cinematic_ml.kmeans_fit(lat, lon, 4, '{"seed": 5}') AS model FROM pts),
+     w AS (SELECT id, lat, lon, cinematic_ml.cluster_kmeans(lat, lon, 4, '{"seed": 5}') OVER () AS c FROM pts)
+SELECT count(*) FILTER (WHERE c <> cinematic_ml.predict_cluster(m.model, lat, lon)) AS disagreements FROM w, m;
+
+-- one model per group with GROUP BY, and FILTER
+SELECT g, cinematic_ml.model_info(cinematic_ml.kmeans_fit(lat, lon, 2))->>'n_train' AS n
+  FROM pts GROUP BY g ORDER BY g;
+SELECT cinematic_ml.model_info(cinematic_ml.kmeans_fit(lat, lon, 1) FILTER (WHERE g = 1))->>'n_train' FROM pts;
+-- empty group: NULL, like other aggregates
+SELECT cinematic_ml.kmeans_fit(lat, lon, 1) IS NULL AS is_null FROM pts WHERE false;
+-- NULL coordinates are skipped; the window function labels them NULL
+SELECT cinematic_ml.model_info(cinematic_ml.kmeans_fit(lat, lon, 1))->>'n_train'
+  FROM (SELECT lat, lon FROM pts UNION ALL SELECT NULL, 2.0 UNION ALL SELECT 48.0, NULL) s;
+SELECT count(*) FILTER (WHERE c IS NULL) AS null_labels
+  FROM (SELECT cinematic_ml.cluster_kmeans(lat, lon, 2) OVER () AS c
+          FROM (SELECT lat, lon FROM pts UNION ALL SELECT NULL, 2.0) s) t;
+
+-- parallel query: same model as a single process
+CREATE TABLE many AS SELECT * FROM pts, generate_series(1, 100) r;
+ANALYZE many;
+SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0;
+SET max_parallel_workers_per_gather = 2;
+EXPLAIN (COSTS OFF) SELECT cinematic_ml.kmeans_fit(lat, lon, 4) FROM many;
+SELECT (cinematic_ml.model_info(cinematic_ml.kmeans_fit(lat, lon, 4, '{"seed": 2}'))->>'inertia')::float8 AS par
+  FROM many \gset
+RESET max_parallel_workers_per_gather;
+SET max_parallel_workers_per_gather = 0;
+SELECT abs((cinematic_ml.model_info(cinematic_ml.kmeans_fit(lat, lon, 4, '{"seed": 2}'))->>'inertia')::float8 - :par) / :par < 1e-9 AS same_inertia
+  FROM many;
+RESET max_parallel_workers_per_gather;
+RESET parallel_setup_cost; RESET parallel_tuple_cost; RESET min_parallel_table_scan_size;
+
+-- errors
+SELECT cinematic_ml.kmeans_fit(lat, lon, 0) FROM pts;
+SELECT cinematic_ml.kmeans_fit(lat, lon, 401) FROM pts;
+SELECT cinematic_ml.kmeans_fit(lat, lon, 5) FROM (SELECT 48.0 AS lat, 2.0 AS lon FROM generate_series(1, 10) UNION ALL SELECT 48.1, 2.1) s;
+SELECT cinematic_ml.kmeans_fit(lat, lon, NULL) FROM pts;
+SELECT cinematic_ml.kmeans_fit(lat, lon, 4, '{"sed": 1}') FROM pts;
+SELECT cinematic_ml.kmeans_fit(lat, lon, 4, '{"n_init": 0}') FROM pts;
+SELECT cinematic_ml.kmeans_fit(lat, lon, 4, '{"n_init": 1.5}') FROM pts;
+SELECT cinematic_ml.kmeans_fit(lat, lon, 4, '{"tol": "small"}') FROM pts;
+SELECT cinematic_ml.kmeans_fit(lat, lon, 4, '[1, 2]') FROM pts;
+SELECT cinematic_ml.kmeans_fit(lat, lon, 4, '{"k": 4}') FROM pts;
+SELECT cinematic_ml.kmeans_fit(lat, lon, (i % 2 + 1)::int) FROM (SELECT lat, lon, row_number() OVER () i FROM pts) s;
+SELECT cinematic_ml.kmeans_fit(lat, lon, 2) FROM (VALUES (48.0, 2.0), ('NaN', 2.0)) v(lat, lon);
+SELECT cinematic_ml.kmeans_fit(lat, lon, 2) FROM (VALUES (48.0, 2.0), (48.0, 'Infinity')) v(lat, lon);
+SELECT cinematic_ml.kmeans_fit(lat, lon, 2) FROM (VALUES (48.0, 2.0), (6862000.0, 652000.0)) v(lat, lon);
+SELECT cinematic_ml.kmeans_fit(lat, lon, 2) FROM (VALUES (48.0, 2.0), (48.0, -180.5)) v(lat, lon);
+SELECT cinematic_ml.cluster_kmeans(lat, lon, 0) OVER () FROM pts LIMIT 1;
+SELECT cinematic_ml.cluster_kmeans(lat, lon, 500) OVER () FROM pts LIMIT 1;
+DROP TABLE pts, many;
