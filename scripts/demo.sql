@@ -164,7 +164,18 @@ FROM shoots GROUP BY 1 ORDER BY 2 DESC LIMIT 5;
 
 \echo
 \echo '=== 8. The zones of the active version: centroid, size, radius, density ==='
-SELECT * FROM cinematic_ml.zones('paris') ;
+SELECT * FROM cinematic_ml.zones('paris');
+
+\echo '=== 9. DBSCAN hotspots (the original pipeline''s rule: haversine, eps 100 m, min 10 points) ==='
+SELECT cinematic_ml.train('hotspots', 'SELECT lat, lon FROM shoots', 'dbscan', '{"eps_m":100,"min_points":10}');
+SELECT metrics->'n_zones' AS zones, metrics->'noise_share' AS noise_share,
+       round((metrics->>'mean_points_per_zone')::numeric, 1) AS mean_points_per_zone,
+       round((metrics->>'mean_zone_radius_m')::numeric, 1) AS mean_zone_radius_m
+  FROM cinematic_ml.model_versions WHERE model_name = 'hotspots';
+SELECT * FROM cinematic_ml.predict(48.8606, 2.3376, 'hotspots');
+SELECT zone_id, round(lat::numeric, 5) AS lat, round(lon::numeric, 5) AS lon, n_points,
+       round(radius_m::numeric, 1) AS radius_m, round(density_per_km2::numeric) AS per_km2
+  FROM cinematic_ml.zones('hotspots') ORDER BY n_points DESC LIMIT 10;
 
 \set ECHO none
 \echo

@@ -348,7 +348,7 @@ run_script() { # interpreter script
 shopt -s nullglob
 TAP_FILES=(test/*.sql)
 INTEGRATION_FILES=(test/integration/*.sh)
-PYTHON_FILES=(test/python/*.py)
+PYTHON_FILES=(test/python/test_*.py)
 
 if [[ "${SKIP_DEPS:-0}" == 1 ]]; then
 	skip_part deps "SKIP_DEPS=1"
