@@ -35,3 +35,6 @@ $(EXTENSION)--$(EXTVERSION).sql: $(INSTALL_PARTS)
 	cat $^ > $@
 
 EXTRA_CLEAN = $(EXTENSION)--$(EXTVERSION).sql results regression.diffs regression.out
+
+# every object depends on the headers (PGXS does not track them)
+$(OBJS): $(wildcard src/*.h)

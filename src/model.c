@@ -415,8 +415,8 @@ CmlPredict(const CmlModel *m, double lat, double lon, CmlPrediction *out)
 }
 
 /* Append a float as JSON (null when not finite) */
-static void
-AppendJsonFloat(StringInfo buf, double v)
+void
+CmlAppendJsonFloat(StringInfo buf, double v)
 {
 	if (isfinite(v))
 		appendStringInfo(buf, "%.15g", v);
@@ -439,41 +439,22 @@ CmlModelInfoJsonb(const CmlModel *m)
 		appendStringInfo(&buf, "\"params\": {\"k\": %d, \"seed\": " UINT64_FORMAT
 						 ", \"n_init\": %d, \"max_iter\": %d, \"tol\": ",
 						 m->k, m->seed, m->n_init, m->max_iter);
-		AppendJsonFloat(&buf, m->tol);
+		CmlAppendJsonFloat(&buf, m->tol);
 		appendStringInfoString(&buf, "}, ");
 	}
 	else
 	{
 		appendStringInfoString(&buf, "\"params\": {\"eps_m\": ");
-		AppendJsonFloat(&buf, m->eps_m);
+		CmlAppendJsonFloat(&buf, m->eps_m);
 		appendStringInfo(&buf, ", \"min_points\": %d}, ", m->min_points);
 	}
-	appendStringInfo(&buf, "\"n_train\": " INT64_FORMAT ", \"n_noise\": " INT64_FORMAT
-					 ", \"noise_share\": ", m->n_train, m->n_noise);
-	AppendJsonFloat(&buf, m->n_train > 0 ? (double) m->n_noise / m->n_train : 0.0);
-	appendStringInfo(&buf, ", \"n_zones\": %d, \"n_iter\": %d, \"n_core\": " INT64_FORMAT ", \"inertia\": ",
-					 m->n_zones, m->n_iter, m->n_core);
-	AppendJsonFloat(&buf, m->inertia);
+	appendStringInfo(&buf, "\"n_train\": " INT64_FORMAT ", \"n_iter\": %d, \"n_core\": " INT64_FORMAT
+					 ", \"inertia\": ", m->n_train, m->n_iter, m->n_core);
+	CmlAppendJsonFloat(&buf, m->inertia);
 	appendStringInfoString(&buf, ", \"inertia_per_point\": ");
-	AppendJsonFloat(&buf, m->n_train > m->n_noise ? m->inertia / (m->n_train - m->n_noise) : 0.0);
-	appendStringInfoString(&buf, ", \"silhouette\": ");
-	AppendJsonFloat(&buf, m->silhouette);
-	appendStringInfoString(&buf, ", \"davies_bouldin\": ");
-	AppendJsonFloat(&buf, m->davies_bouldin);
-	{
-		double		sum_r = 0;
-		int64		sum_n = 0;
-
-		for (int i = 0; i < m->n_zones; i++)
-		{
-			sum_r += m->zones[i].radius_m;
-			sum_n += m->zones[i].n_points;
-		}
-		appendStringInfoString(&buf, ", \"mean_points_per_zone\": ");
-		AppendJsonFloat(&buf, m->n_zones > 0 ? (double) sum_n / m->n_zones : 0.0);
-		appendStringInfoString(&buf, ", \"mean_zone_radius_m\": ");
-		AppendJsonFloat(&buf, m->n_zones > 0 ? sum_r / m->n_zones : 0.0);
-	}
+	CmlAppendJsonFloat(&buf, m->n_train > m->n_noise ? m->inertia / (m->n_train - m->n_noise) : 0.0);
+	appendStringInfoString(&buf, ", ");
+	CmlAppendZoneMetrics(&buf, m);
 	appendStringInfoString(&buf, ", \"zones\": [");
 	for (int i = 0; i < m->n_zones; i++)
 	{
@@ -481,15 +462,15 @@ CmlModelInfoJsonb(const CmlModel *m)
 
 		appendStringInfo(&buf, "%s{\"cluster\": %d, \"n_points\": " INT64_FORMAT ", \"lat\": ",
 						 i > 0 ? ", " : "", i, z->n_points);
-		AppendJsonFloat(&buf, z->lat);
+		CmlAppendJsonFloat(&buf, z->lat);
 		appendStringInfoString(&buf, ", \"lon\": ");
-		AppendJsonFloat(&buf, z->lon);
+		CmlAppendJsonFloat(&buf, z->lon);
 		appendStringInfoString(&buf, ", \"radius_m\": ");
-		AppendJsonFloat(&buf, z->radius_m);
+		CmlAppendJsonFloat(&buf, z->radius_m);
 		appendStringInfoString(&buf, ", \"p90_radius_m\": ");
-		AppendJsonFloat(&buf, z->p90_m);
+		CmlAppendJsonFloat(&buf, z->p90_m);
 		appendStringInfoString(&buf, ", \"mean_distance_m\": ");
-		AppendJsonFloat(&buf, z->mean_m);
+		CmlAppendJsonFloat(&buf, z->mean_m);
 		appendStringInfoString(&buf, "}");
 	}
 	appendStringInfoString(&buf, "]}");

@@ -26,6 +26,8 @@
 #ifndef CML_MODEL_H
 #define CML_MODEL_H
 
+#include "lib/stringinfo.h"
+
 #include "geo.h"
 
 #define CML_MODEL_MAGIC "CMLM"
@@ -105,9 +107,12 @@ extern void CmlPredict(const CmlModel *model, double lat, double lon, CmlPredict
 extern const char *CmlAlgorithmName(CmlAlgorithm alg);
 extern Datum CmlModelInfoJsonb(const CmlModel *model);
 
+extern void CmlAppendJsonFloat(StringInfo buf, double v);
+
 /* zones.c: per-zone figures and quality metrics from labelled unit vectors */
 extern void CmlComputeZones(CmlModel *model, const CmlVec3 *pts, const int32 *labels,
 							int64 n, const CmlVec3 *centers);
+extern void CmlAppendZoneMetrics(StringInfo buf, const CmlModel *m);
 
 /* dbscan.c: core-point index used by predict */
 extern CmlCoreIndex *CmlCoreIndexBuild(const CmlModel *model);

@@ -40,6 +40,8 @@ CmlPointsReserve(CmlPoints *pts, int64 need)
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("too many points to cluster (%lld)", (long long) need)));
 	pts->ll = repalloc_huge(pts->ll, sizeof(double) * 2 * pts->cap);
+	if (pts->label)
+		pts->label = repalloc_huge(pts->label, sizeof(int32) * pts->cap);
 }
 
 /* Add one validated point */
@@ -52,6 +54,20 @@ CmlPointsAdd(CmlPoints *pts, double lat, double lon)
 	pts->ll[2 * pts->n] = lat;
 	pts->ll[2 * pts->n + 1] = lon;
 	pts->n++;
+}
+
+/* Add one validated point with its zone label */
+void
+CmlPointsAddLabelled(CmlPoints *pts, double lat, double lon, int32 label)
+{
+	if (pts->label == NULL)
+	{
+		if (pts->n > 0)
+			elog(ERROR, "cannot label a point set that has unlabelled points. Please report a bug.");
+		pts->label = palloc(sizeof(int32) * pts->cap);
+	}
+	CmlPointsAdd(pts, lat, lon);
+	pts->label[pts->n - 1] = label;
 }
 
 /* Unit vectors of all points, allocated (huge) in the current context */
@@ -366,6 +382,25 @@ dbscan_fit_trans(PG_FUNCTION_ARGS)
 	PG_RETURN_POINTER(pts);
 }
 
+PG_FUNCTION_INFO_V1(zone_metrics_trans);
+/* zone_metrics(lat, lon, cluster): a NULL or negative cluster is noise */
+Datum
+zone_metrics_trans(PG_FUNCTION_ARGS)
+{
+	MemoryContext aggcxt;
+	MemoryContext old;
+	CmlPoints  *pts = PointsAggState(fcinfo, "zone_metrics_trans");
+
+	AggCheckCallContext(fcinfo, &aggcxt);
+	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		PG_RETURN_POINTER(pts);
+	old = MemoryContextSwitchTo(aggcxt);
+	CmlPointsAddLabelled(pts, PG_GETARG_FLOAT8(1), PG_GETARG_FLOAT8(2),
+						 PG_ARGISNULL(3) ? -1 : Max(PG_GETARG_INT32(3), -1));
+	MemoryContextSwitchTo(old);
+	PG_RETURN_POINTER(pts);
+}
+
 PG_FUNCTION_INFO_V1(cml_points_combine);
 Datum
 cml_points_combine(PG_FUNCTION_ARGS)
@@ -394,7 +429,15 @@ cml_points_combine(PG_FUNCTION_ARGS)
 	old = MemoryContextSwitchTo(aggcxt);
 	CmlPointsReserve(a, a->n + b->n);
 	MemoryContextSwitchTo(old);
+	if (b->label != NULL && a->label == NULL)
+	{
+		if (a->n > 0)
+			elog(ERROR, "cannot combine labelled and unlabelled points. Please report a bug.");
+		a->label = MemoryContextAlloc(aggcxt, sizeof(int32) * a->cap);
+	}
 	memcpy(a->ll + 2 * a->n, b->ll, sizeof(double) * 2 * b->n);
+	if (b->label != NULL)
+		memcpy(a->label + a->n, b->label, sizeof(int32) * b->n);
 	a->n += b->n;
 	PG_RETURN_POINTER(a);
 }
@@ -408,7 +451,7 @@ cml_points_serialize(PG_FUNCTION_ARGS)
 	Size		need;
 	int32		optlen = pts->options ? VARSIZE(pts->options) : 0;
 
-	need = add_size(64 + optlen, mul_size(pts->n, 2 * sizeof(double)));
+	need = add_size(64 + optlen, mul_size(pts->n, 2 * sizeof(double) + sizeof(int32)));
 	if (need > MaxAllocSize - VARHDRSZ)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
@@ -422,9 +465,12 @@ cml_points_serialize(PG_FUNCTION_ARGS)
 	pq_sendfloat8(&buf, pts->param[0]);
 	pq_sendfloat8(&buf, pts->param[1]);
 	pq_sendint32(&buf, optlen);
+	pq_sendbyte(&buf, pts->label != NULL);
 	if (optlen > 0)
 		pq_sendbytes(&buf, (const char *) pts->options, optlen);
 	pq_sendbytes(&buf, (const char *) pts->ll, (int) (pts->n * 2 * sizeof(double)));
+	if (pts->label != NULL)
+		pq_sendbytes(&buf, (const char *) pts->label, (int) (pts->n * sizeof(int32)));
 	PG_RETURN_BYTEA_P(pq_endtypsend(&buf));
 }
 
@@ -439,6 +485,8 @@ cml_points_deserialize(PG_FUNCTION_ARGS)
 	CmlPoints  *pts;
 	int64		n;
 	int32		optlen;
+	bool		labelled;
+	Size		per_point;
 
 	if (!AggCheckCallContext(fcinfo, &aggcxt))
 		elog(ERROR, "cml_points_deserialize called in non-aggregate context");
@@ -454,15 +502,21 @@ cml_points_deserialize(PG_FUNCTION_ARGS)
 	pts->param[0] = pq_getmsgfloat8(&buf);
 	pts->param[1] = pq_getmsgfloat8(&buf);
 	optlen = pq_getmsgint(&buf, 4);
+	labelled = pq_getmsgbyte(&buf);
 	if (optlen > 0)
 	{
 		pts->options = palloc(optlen);
 		pq_copymsgbytes(&buf, (char *) pts->options, optlen);
 	}
-	if (n < 0 || (Size) (buf.len - buf.cursor) != (Size) n * 2 * sizeof(double))
+	per_point = 2 * sizeof(double) + (labelled ? sizeof(int32) : 0);
+	if (n < 0 || (Size) (buf.len - buf.cursor) != (Size) n * per_point)
 		elog(ERROR, "invalid partial clustering state. Please report a bug.");
+	if (labelled)
+		pts->label = palloc(sizeof(int32) * pts->cap);
 	CmlPointsReserve(pts, n);
 	pq_copymsgbytes(&buf, (char *) pts->ll, (int) (n * 2 * sizeof(double)));
+	if (labelled)
+		pq_copymsgbytes(&buf, (char *) pts->label, (int) (n * sizeof(int32)));
 	pts->n = n;
 	MemoryContextSwitchTo(old);
 	PG_RETURN_POINTER(pts);

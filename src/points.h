@@ -17,6 +17,7 @@ typedef struct CmlPoints
 	int64		n;
 	int64		cap;
 	double	   *ll;				/* lat, lon pairs */
+	int32	   *label;			/* zone per point (zone_metrics), or NULL */
 	bool		has_params;
 	double		param[2];		/* k-means: k; DBSCAN: eps_m, min_points */
 	Jsonb	   *options;		/* k-means options, or NULL */
@@ -44,6 +45,7 @@ extern void CmlParseOptions(Jsonb *options, const char *what,
 
 extern CmlPoints *CmlPointsCreate(void);
 extern void CmlPointsAdd(CmlPoints *pts, double lat, double lon);
+extern void CmlPointsAddLabelled(CmlPoints *pts, double lat, double lon, int32 label);
 extern CmlVec3 *CmlPointsToVectors(const CmlPoints *pts);
 extern CmlPoints *CmlPointsFromQuery(const char *query);
 

@@ -4,10 +4,13 @@
  */
 #include "postgres.h"
 
+#include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
 #include "utils/memutils.h"
 
-#include "model.h"
+#include "points.h"
 
 /* The k-th smallest value of a[0..n-1] (a is reordered) */
 static double
@@ -218,4 +221,272 @@ CmlComputeZones(CmlModel *m, const CmlVec3 *x, const int32 *labels, int64 n,
 	pfree(start);
 	pfree(fill);
 	pfree(dist);
+}
+
+/* qsort comparator for doubles */
+static int
+CompareDoubles(const void *a, const void *b)
+{
+	double		x = *(const double *) a;
+	double		y = *(const double *) b;
+
+	return (x > y) - (x < y);
+}
+
+/* Median of n values (a is sorted in place); NaN when n = 0 */
+static double
+Median(double *a, int n)
+{
+	if (n == 0)
+		return NAN;
+	qsort(a, n, sizeof(double), CompareDoubles);
+	return (n % 2) ? a[n / 2] : 0.5 * (a[n / 2 - 1] + a[n / 2]);
+}
+
+/* Points per km^2 of a zone's radius disc; NaN for a zero radius */
+static double
+ZoneDensity(const CmlZone *z)
+{
+	double		r_km = z->radius_m / 1000.0;
+
+	return r_km > 0.0 ? z->n_points / (M_PI * r_km * r_km) : NAN;
+}
+
+/*
+ * Append the city-level zone figures as JSON members (no braces): the
+ * original pipeline's n_zones, mean_points_per_zone and mean_zone_radius_m,
+ * plus noise share, size spread, radii, densities and quality.
+ */
+void
+CmlAppendZoneMetrics(StringInfo buf, const CmlModel *m)
+{
+	int			nz = m->n_zones;
+	double	   *v = palloc(sizeof(double) * Max(nz, 1));
+	double		sum_n = 0,
+				sum_n2 = 0,
+				sum_r = 0,
+				sum_p90 = 0,
+				sum_d = 0,
+				area = 0;
+	int			nd = 0;
+	double		min_n = nz ? INFINITY : 0,
+				max_n = 0;
+	double		mean_n;
+
+	for (int i = 0; i < nz; i++)
+	{
+		const CmlZone *z = &m->zones[i];
+		double		d = ZoneDensity(z);
+
+		sum_n += z->n_points;
+		sum_n2 += (double) z->n_points * z->n_points;
+		sum_r += z->radius_m;
+		sum_p90 += z->p90_m;
+		area += M_PI * (z->radius_m / 1000.0) * (z->radius_m / 1000.0);
+		if (isfinite(d))
+		{
+			sum_d += d;
+			nd++;
+		}
+		min_n = Min(min_n, z->n_points);
+		max_n = Max(max_n, z->n_points);
+	}
+	mean_n = nz ? sum_n / nz : 0.0;
+
+	appendStringInfo(buf, "\"n_points\": " INT64_FORMAT ", \"n_zones\": %d, \"n_noise\": " INT64_FORMAT
+					 ", \"noise_share\": ", m->n_train, nz, m->n_noise);
+	CmlAppendJsonFloat(buf, m->n_train > 0 ? (double) m->n_noise / m->n_train : 0.0);
+	appendStringInfoString(buf, ", \"mean_points_per_zone\": ");
+	CmlAppendJsonFloat(buf, mean_n);
+	for (int i = 0; i < nz; i++)
+		v[i] = m->zones[i].n_points;
+	appendStringInfoString(buf, ", \"median_points_per_zone\": ");
+	CmlAppendJsonFloat(buf, nz ? Median(v, nz) : 0.0);
+	appendStringInfoString(buf, ", \"min_points_per_zone\": ");
+	CmlAppendJsonFloat(buf, min_n);
+	appendStringInfoString(buf, ", \"max_points_per_zone\": ");
+	CmlAppendJsonFloat(buf, max_n);
+	appendStringInfoString(buf, ", \"std_points_per_zone\": ");
+	CmlAppendJsonFloat(buf, nz ? sqrt(Max(sum_n2 / nz - mean_n * mean_n, 0.0)) : 0.0);
+	appendStringInfoString(buf, ", \"mean_zone_radius_m\": ");
+	CmlAppendJsonFloat(buf, nz ? sum_r / nz : 0.0);
+	for (int i = 0; i < nz; i++)
+		v[i] = m->zones[i].radius_m;
+	appendStringInfoString(buf, ", \"median_zone_radius_m\": ");
+	CmlAppendJsonFloat(buf, nz ? Median(v, nz) : 0.0);
+	appendStringInfoString(buf, ", \"mean_p90_radius_m\": ");
+	CmlAppendJsonFloat(buf, nz ? sum_p90 / nz : 0.0);
+	appendStringInfoString(buf, ", \"mean_density_per_km2\": ");
+	CmlAppendJsonFloat(buf, nd ? sum_d / nd : NAN);
+	nd = 0;
+	for (int i = 0; i < nz; i++)
+	{
+		double		d = ZoneDensity(&m->zones[i]);
+
+		if (isfinite(d))
+			v[nd++] = d;
+	}
+	appendStringInfoString(buf, ", \"median_density_per_km2\": ");
+	CmlAppendJsonFloat(buf, Median(v, nd));
+	appendStringInfoString(buf, ", \"zone_area_km2\": ");
+	CmlAppendJsonFloat(buf, area);
+	appendStringInfoString(buf, ", \"silhouette\": ");
+	CmlAppendJsonFloat(buf, m->silhouette);
+	appendStringInfoString(buf, ", \"davies_bouldin\": ");
+	CmlAppendJsonFloat(buf, m->davies_bouldin);
+	pfree(v);
+}
+
+/* The zone metrics of a model as a jsonb object */
+static Datum
+ZoneMetricsJsonb(const CmlModel *m)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	CmlAppendZoneMetrics(&buf, m);
+	appendStringInfoChar(&buf, '}');
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+}
+
+PG_FUNCTION_INFO_V1(zone_metrics_model);
+/* zone_metrics(model bytea) -> jsonb */
+Datum
+zone_metrics_model(PG_FUNCTION_ARGS)
+{
+	return ZoneMetricsJsonb(CmlModelDeserialize(PG_GETARG_BYTEA_PP(0)));
+}
+
+/* qsort comparator for int32 */
+static int
+CompareInt32(const void *a, const void *b)
+{
+	int32		x = *(const int32 *) a;
+	int32		y = *(const int32 *) b;
+
+	return (x > y) - (x < y);
+}
+
+PG_FUNCTION_INFO_V1(zone_metrics_final);
+/* zone_metrics(lat, lon, cluster) aggregate: the figures of any labelled data */
+Datum
+zone_metrics_final(PG_FUNCTION_ARGS)
+{
+	CmlPoints  *pts;
+	CmlModel	m = {0};
+	int32	   *ids;
+	int32	   *dense;
+	int32		nz = 0;
+	CmlVec3    *x;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	pts = (CmlPoints *) PG_GETARG_POINTER(0);
+	if (pts->n == 0)
+		PG_RETURN_NULL();
+
+	/* map cluster ids to 0..nz-1 in ascending order; negative ids are noise */
+	ids = palloc_extended(sizeof(int32) * pts->n, MCXT_ALLOC_HUGE);
+	memcpy(ids, pts->label, sizeof(int32) * pts->n);
+	qsort(ids, pts->n, sizeof(int32), CompareInt32);
+	for (int64 i = 0; i < pts->n; i++)
+		if (ids[i] >= 0 && (nz == 0 || ids[nz - 1] != ids[i]))
+			ids[nz++] = ids[i];
+	if (nz > CML_MAX_ZONES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("too many distinct clusters (%d, at most %d)", nz, CML_MAX_ZONES)));
+	dense = palloc_extended(sizeof(int32) * pts->n, MCXT_ALLOC_HUGE);
+	for (int64 i = 0; i < pts->n; i++)
+	{
+		int32	   *hit;
+
+		if (pts->label[i] < 0)
+		{
+			dense[i] = -1;
+			continue;
+		}
+		hit = bsearch(&pts->label[i], ids, nz, sizeof(int32), CompareInt32);
+		dense[i] = (int32) (hit - ids);
+	}
+	x = CmlPointsToVectors(pts);
+	m.algorithm = CML_ALG_DBSCAN;
+	m.n_train = pts->n;
+	m.n_zones = nz;
+	CmlComputeZones(&m, x, dense, pts->n, NULL);
+	return ZoneMetricsJsonb(&m);
+}
+
+/* Append a GeoJSON position [lon, lat] */
+static void
+AppendPosition(StringInfo buf, double lat, double lon)
+{
+	appendStringInfoChar(buf, '[');
+	CmlAppendJsonFloat(buf, lon);
+	appendStringInfoString(buf, ", ");
+	CmlAppendJsonFloat(buf, lat);
+	appendStringInfoChar(buf, ']');
+}
+
+#define CIRCLE_VERTICES 64
+
+PG_FUNCTION_INFO_V1(zones_geojson_model);
+/*
+ * zones_geojson(model bytea): a FeatureCollection with, per zone, the centroid
+ * (Point) and its radius circle (Polygon of 64 vertices on the sphere).  Ring
+ * longitudes stay continuous around the centroid, so a circle crossing the
+ * antimeridian may have longitudes beyond +-180.
+ */
+Datum
+zones_geojson_model(PG_FUNCTION_ARGS)
+{
+	CmlModel   *m = CmlModelDeserialize(PG_GETARG_BYTEA_PP(0));
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"type\": \"FeatureCollection\", \"features\": [");
+	for (int i = 0; i < m->n_zones; i++)
+	{
+		const CmlZone *z = &m->zones[i];
+		double		phi1 = z->lat * M_PI / 180.0;
+		double		lam1 = z->lon * M_PI / 180.0;
+		double		ang = z->radius_m / CML_EARTH_RADIUS_M;
+		StringInfoData props;
+
+		initStringInfo(&props);
+		appendStringInfo(&props, "{\"cluster\": %d, \"n_points\": " INT64_FORMAT ", \"radius_m\": ",
+						 i, z->n_points);
+		CmlAppendJsonFloat(&props, z->radius_m);
+		appendStringInfoString(&props, ", \"p90_radius_m\": ");
+		CmlAppendJsonFloat(&props, z->p90_m);
+		appendStringInfoString(&props, ", \"mean_distance_m\": ");
+		CmlAppendJsonFloat(&props, z->mean_m);
+		appendStringInfoString(&props, ", \"density_per_km2\": ");
+		CmlAppendJsonFloat(&props, ZoneDensity(z));
+		appendStringInfoString(&props, ", \"share\": ");
+		CmlAppendJsonFloat(&props, m->n_train ? (double) z->n_points / m->n_train : 0.0);
+
+		appendStringInfo(&buf, "%s{\"type\": \"Feature\", \"geometry\": {\"type\": \"Point\", \"coordinates\": ",
+						 i ? ", " : "");
+		AppendPosition(&buf, z->lat, z->lon);
+		appendStringInfo(&buf, "}, \"properties\": %s, \"kind\": \"centroid\"}}", props.data);
+		/* the radius circle: destination points at the radius, every 360/64 degrees */
+		appendStringInfo(&buf, ", {\"type\": \"Feature\", \"geometry\": {\"type\": \"Polygon\", \"coordinates\": [[");
+		for (int v = 0; v <= CIRCLE_VERTICES; v++)
+		{
+			double		brg = -2.0 * M_PI * (v % CIRCLE_VERTICES) / CIRCLE_VERTICES;	/* counter-clockwise */
+			double		phi2 = asin(Min(1.0, Max(-1.0, sin(phi1) * cos(ang) + cos(phi1) * sin(ang) * cos(brg))));
+			double		lam2 = lam1 + atan2(sin(brg) * sin(ang) * cos(phi1),
+											cos(ang) - sin(phi1) * sin(phi2));
+
+			if (v)
+				appendStringInfoString(&buf, ", ");
+			AppendPosition(&buf, phi2 * 180.0 / M_PI, lam2 * 180.0 / M_PI);
+		}
+		appendStringInfo(&buf, "]]}, \"properties\": %s, \"kind\": \"radius\"}}", props.data);
+		pfree(props.data);
+	}
+	appendStringInfoString(&buf, "]}");
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
 }

@@ -185,38 +185,45 @@ $$;
 COMMENT ON FUNCTION train(text, text, text, jsonb) IS
     'Fit a model on a source query (run with the caller''s rights) and register it as a new version';
 
+-- The model of a version (default: the active one), with the errors users expect
+CREATE FUNCTION _model_version(model_name text, version int) RETURNS bytea
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    blob bytea;
+BEGIN
+    SELECT v.model INTO blob
+      FROM @extschema@.model_versions v
+     WHERE v.model_name = _model_version.model_name
+       AND (CASE WHEN _model_version.version IS NULL THEN v.status = 'active'
+                 ELSE v.version = _model_version.version END);
+    IF blob IS NULL THEN
+        IF NOT EXISTS (SELECT 1 FROM @extschema@.models m WHERE m.model_name = _model_version.model_name) THEN
+            RAISE EXCEPTION 'model "%" does not exist', model_name USING ERRCODE = 'undefined_object';
+        ELSIF version IS NULL THEN
+            RAISE EXCEPTION 'model "%" has no active version', model_name
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        ELSE
+            RAISE EXCEPTION 'model "%" has no version %', model_name, version
+                USING ERRCODE = 'undefined_object';
+        END IF;
+    END IF;
+    RETURN blob;
+END
+$$;
+
 -- zones of a model version (default: the active one)
 CREATE FUNCTION zones(model_name text, version int DEFAULT NULL)
 RETURNS TABLE (zone_id int, lat float8, lon float8, n_points bigint, radius_m float8,
                p90_radius_m float8, mean_distance_m float8, density_per_km2 float8, share float8)
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    info jsonb;
-BEGIN
-    SELECT @extschema@.model_info(v.model) INTO info
-      FROM @extschema@.model_versions v
-     WHERE v.model_name = zones.model_name
-       AND (CASE WHEN zones.version IS NULL THEN v.status = 'active' ELSE v.version = zones.version END);
-    IF info IS NULL THEN
-        IF NOT EXISTS (SELECT 1 FROM @extschema@.models m WHERE m.model_name = zones.model_name) THEN
-            RAISE EXCEPTION 'model "%" does not exist', zones.model_name USING ERRCODE = 'undefined_object';
-        ELSIF zones.version IS NULL THEN
-            RAISE EXCEPTION 'model "%" has no active version', zones.model_name
-                USING ERRCODE = 'object_not_in_prerequisite_state';
-        ELSE
-            RAISE EXCEPTION 'model "%" has no version %', zones.model_name, zones.version
-                USING ERRCODE = 'undefined_object';
-        END IF;
-    END IF;
-    RETURN QUERY
+LANGUAGE sql STABLE AS $$
     SELECT z.cluster, z.lat, z.lon, z.n_points, z.radius_m, z.p90_radius_m, z.mean_distance_m,
            CASE WHEN z.radius_m > 0 THEN z.n_points / (pi() * (z.radius_m / 1000.0) ^ 2) END,
-           z.n_points::float8 / (info->>'n_train')::float8
-      FROM jsonb_to_recordset(info->'zones')
+           z.n_points::float8 / (i.info->>'n_train')::float8
+      FROM (SELECT @extschema@.model_info(@extschema@._model_version(model_name, version)) AS info) i,
+           jsonb_to_recordset(i.info->'zones')
            AS z(cluster int, lat float8, lon float8, n_points bigint, radius_m float8,
                 p90_radius_m float8, mean_distance_m float8)
-     ORDER BY z.cluster;
-END
+     ORDER BY z.cluster
 $$;
 COMMENT ON FUNCTION zones(text, int) IS
     'One row per zone of a model version (default: the active one): centroid, size, radii, density, share';
