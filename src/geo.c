@@ -3,23 +3,28 @@
  */
 #include "postgres.h"
 
+#include "common/shortest_dec.h"
+
 #include "geo.h"
 
 /* Raise a precise ERROR unless (lat, lon) is a finite WGS84 coordinate */
 void
 CmlCheckLatLon(double lat, double lon)
 {
+	char		text[DOUBLE_SHORTEST_DECIMAL_LEN];
+
+	/* the shortest text that reads back as the same double names the value exactly */
 	if (!isfinite(lat) || lat < -90.0 || lat > 90.0)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("latitude %.15g is out of range", lat),
+				 errmsg("latitude %s is out of range", (double_to_shortest_decimal_buf(lat, text), text)),
 				 errdetail("Latitude must be a finite number of WGS84 degrees in [-90, 90]."),
 				 (isfinite(lat) && fabs(lat) > 1000.0) ?
 				 errhint("The value looks like projected metres (e.g. Lambert-93), not degrees.") : 0));
 	if (!isfinite(lon) || lon < -180.0 || lon > 180.0)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("longitude %.15g is out of range", lon),
+				 errmsg("longitude %s is out of range", (double_to_shortest_decimal_buf(lon, text), text)),
 				 errdetail("Longitude must be a finite number of WGS84 degrees in [-180, 180]."),
 				 (isfinite(lon) && fabs(lon) > 1000.0) ?
 				 errhint("The value looks like projected metres (e.g. Lambert-93), not degrees.") : 0));
