@@ -11,6 +11,7 @@ OBJS = \
 	src/kmeans.o \
 	src/dbscan.o \
 	src/zones.o \
+	src/drift.o \
 	src/predict.o \
 	src/registry.o
 

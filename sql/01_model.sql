@@ -1,4 +1,5 @@
 -- Model format v1: describe, validate, refuse damage
+\set SHOW_CONTEXT never
 SET extra_float_digits = 0;
 
 CREATE TABLE pts AS

@@ -1,4 +1,5 @@
 -- k-means: aggregate, window function, options, errors
+\set SHOW_CONTEXT never
 SET extra_float_digits = 0;
 
 -- four tight groups of 100 points around Paris landmarks

@@ -1,4 +1,5 @@
 -- DBSCAN: aggregate, window function, semantics, errors
+\set SHOW_CONTEXT never
 SET extra_float_digits = 0;
 
 -- a line of points 10 m apart (0.00009 degrees of latitude ~ 10.0 m), a gap, and a lone point

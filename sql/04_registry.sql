@@ -1,4 +1,5 @@
 -- Registry: train, versions, promotion, rollback, audit, errors
+\set SHOW_CONTEXT never
 SET extra_float_digits = 0;
 
 CREATE TABLE shoots AS

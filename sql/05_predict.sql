@@ -1,4 +1,5 @@
 -- Predict: by name and by value, NULLs, bad coordinates, k-means hotspot rule
+\set SHOW_CONTEXT never
 SET extra_float_digits = 0;
 
 CREATE TABLE pts AS

@@ -1,4 +1,5 @@
 -- Zone metrics (city-level figures) and GeoJSON
+\set SHOW_CONTEXT never
 SET extra_float_digits = 0;
 
 CREATE TABLE zpts AS

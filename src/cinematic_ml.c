@@ -12,6 +12,8 @@ PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
+static char *cml_audit_note = NULL;
+
 /* Define the settings and initialise each subsystem */
 void
 _PG_init(void)
@@ -23,6 +25,14 @@ _PG_init(void)
 							   "",
 							   PGC_USERSET,
 							   0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("cinematic_ml.audit_note",
+							   "Reason attached to registry audit rows (set by the retrain policy).",
+							   NULL,
+							   &cml_audit_note,
+							   "",
+							   PGC_USERSET,
+							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
 							   NULL, NULL, NULL);
 	MarkGUCPrefixReserved("cinematic_ml");
 	CmlPredictInit();

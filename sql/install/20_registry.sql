@@ -63,6 +63,8 @@ CREATE FUNCTION _version_guard() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     prev int;
+    -- why the change happened, when the policy (retrain) made it
+    note jsonb := coalesce(nullif(current_setting('cinematic_ml.audit_note', true), '')::jsonb, '{}');
 BEGIN
     IF TG_OP = 'DELETE' THEN
         IF OLD.status = 'active' THEN
@@ -99,17 +101,17 @@ BEGIN
         END IF;
         NEW.promoted_at := now();
         NEW.promoted_by := current_user;
-        INSERT INTO @extschema@.model_events (model_name, version, event, from_version, to_version)
+        INSERT INTO @extschema@.model_events (model_name, version, event, from_version, to_version, detail)
         VALUES (NEW.model_name, NEW.version,
                 CASE WHEN prev IS NOT NULL AND prev > NEW.version THEN 'rolled_back' ELSE 'promoted' END,
-                prev, NEW.version);
+                prev, NEW.version, note);
     ELSIF TG_OP = 'UPDATE' THEN
         INSERT INTO @extschema@.model_events (model_name, version, event, detail)
         VALUES (NEW.model_name, NEW.version,
                 CASE NEW.status WHEN 'archived' THEN 'archived'
                                 WHEN 'rejected' THEN 'rejected'
                                 ELSE 'demoted' END,
-                jsonb_build_object('from_status', OLD.status, 'to_status', NEW.status));
+                note || jsonb_build_object('from_status', OLD.status, 'to_status', NEW.status));
     END IF;
     RETURN NEW;
 END
@@ -126,9 +128,10 @@ CREATE TRIGGER registry_invalidate
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON model_versions
     FOR EACH STATEMENT EXECUTE FUNCTION _registry_invalidate();
 
--- train(): fit on the source query (caller's rights) and register a new version
-CREATE FUNCTION train(model_name text, source_query text, algorithm text DEFAULT 'kmeans',
-                      params jsonb DEFAULT '{}') RETURNS int
+-- _train(): fit on the source query (caller's rights) and register a new version with the
+-- given status; NULL status = the model's policy (first version or auto_promote: active)
+CREATE FUNCTION _train(model_name text, source_query text, algorithm text, params jsonb,
+                       status text, note jsonb DEFAULT '{}') RETURNS int
 -- no pinned search_path: the source query must resolve names as the caller does
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -137,7 +140,7 @@ DECLARE
     blob     bytea;
     info     jsonb;
     ver      int;
-    st       text;
+    st       text := status;
     dur_ms   float8;
 BEGIN
     IF model_name IS NULL OR source_query IS NULL OR algorithm IS NULL OR params IS NULL THEN
@@ -154,34 +157,43 @@ BEGIN
     END IF;
 
     INSERT INTO @extschema@.models AS t (model_name, algorithm, params, source_query)
-    VALUES (train.model_name, train.algorithm, train.params, train.source_query)
+    VALUES (_train.model_name, _train.algorithm, _train.params, _train.source_query)
     ON CONFLICT ON CONSTRAINT models_pkey DO NOTHING;
     -- one training of a model at a time
-    SELECT * INTO m FROM @extschema@.models t WHERE t.model_name = train.model_name FOR UPDATE;
+    SELECT * INTO m FROM @extschema@.models t WHERE t.model_name = _train.model_name FOR UPDATE;
 
     blob := @extschema@.fit(source_query, algorithm, params);
     info := @extschema@.model_info(blob);
     dur_ms := extract(epoch FROM clock_timestamp() - started) * 1000;
 
     UPDATE @extschema@.models t
-       SET algorithm = train.algorithm, params = train.params, source_query = train.source_query
-     WHERE t.model_name = train.model_name;
+       SET algorithm = _train.algorithm, params = _train.params, source_query = _train.source_query
+     WHERE t.model_name = _train.model_name;
 
     SELECT coalesce(max(v.version), 0) + 1 INTO ver
-      FROM @extschema@.model_versions v WHERE v.model_name = train.model_name;
-    st := CASE WHEN ver = 1 OR m.auto_promote THEN 'active' ELSE 'candidate' END;
+      FROM @extschema@.model_versions v WHERE v.model_name = _train.model_name;
+    IF st IS NULL THEN
+        st := CASE WHEN ver = 1 OR m.auto_promote THEN 'active' ELSE 'candidate' END;
+    END IF;
 
     INSERT INTO @extschema@.model_events (model_name, version, event, detail)
-    VALUES (train.model_name, ver, 'trained',
-            jsonb_build_object('rows', info->'n_train', 'duration_ms', round(dur_ms::numeric, 3),
-                               'status', st, 'algorithm', algorithm, 'params', params));
+    VALUES (_train.model_name, ver, 'trained',
+            note || jsonb_build_object('rows', info->'n_train', 'duration_ms', round(dur_ms::numeric, 3),
+                                       'status', st, 'algorithm', algorithm, 'params', params));
+    PERFORM set_config('cinematic_ml.audit_note', note::text, true);
     INSERT INTO @extschema@.model_versions (model_name, version, model, sha256, metrics, n_rows, status)
-    VALUES (train.model_name, ver, blob, pg_catalog.encode(pg_catalog.sha256(blob), 'hex'),
+    VALUES (_train.model_name, ver, blob, pg_catalog.encode(pg_catalog.sha256(blob), 'hex'),
             info || jsonb_build_object('duration_ms', round(dur_ms::numeric, 3)),
             (info->>'n_train')::bigint, st);
+    PERFORM set_config('cinematic_ml.audit_note', '', true);
     RETURN ver;
 END
 $$;
+
+-- train(): fit on the source query (caller's rights) and register a new version
+CREATE FUNCTION train(model_name text, source_query text, algorithm text DEFAULT 'kmeans',
+                      params jsonb DEFAULT '{}') RETURNS int
+LANGUAGE sql AS $$ SELECT @extschema@._train(model_name, source_query, algorithm, params, NULL) $$;
 COMMENT ON FUNCTION train(text, text, text, jsonb) IS
     'Fit a model on a source query (run with the caller''s rights) and register it as a new version';
 
@@ -238,6 +250,8 @@ GRANT SELECT ON models, model_versions, model_events, active_zones TO cinematic_
 GRANT INSERT, UPDATE, DELETE ON models, model_versions TO cinematic_ml_admin;
 GRANT INSERT ON model_events TO cinematic_ml_admin;
 REVOKE ALL ON FUNCTION train(text, text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION _train(text, text, text, jsonb, text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION _train(text, text, text, jsonb, text, jsonb) TO cinematic_ml_admin;
 GRANT EXECUTE ON FUNCTION train(text, text, text, jsonb) TO cinematic_ml_admin;
 REVOKE ALL ON FUNCTION fit(text, text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fit(text, text, jsonb) TO cinematic_ml_admin;
