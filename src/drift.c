@@ -87,6 +87,32 @@ ParseDriftSettings(Jsonb *settings, DriftSettings *s)
 	CmlParseOptions(settings, "drift settings", spec, lengthof(spec));
 }
 
+/* The effective drift settings as a JSON object */
+static void
+AppendDriftSettings(StringInfo buf, const DriftSettings *s)
+{
+	appendStringInfo(buf, "{\"rel_n_zones\": %g, \"rel_mean_points\": %g, \"rel_mean_radius\": %g, "
+					 "\"p_value\": %g, \"psi\": %g, \"js\": %g, \"max_centroid_shift_m\": %g, \"min_points\": %d, "
+					 "\"min_expected\": %g, \"min_zone_points\": %d, \"seed_rule\": %d, \"share_rule\": %d, \"geometry_rule\": %d}",
+					 s->rel_n_zones, s->rel_mean_points, s->rel_mean_radius, s->p_value, s->psi, s->js,
+					 s->max_centroid_shift_m, s->min_points, s->min_expected, s->min_zone_points,
+					 s->seed_rule, s->share_rule, s->geometry_rule);
+}
+
+PG_FUNCTION_INFO_V1(drift_settings);
+/* drift_settings(jsonb) -> jsonb: validate drift thresholds and fill in the defaults */
+Datum
+drift_settings(PG_FUNCTION_ARGS)
+{
+	DriftSettings s;
+	StringInfoData buf;
+
+	ParseDriftSettings(PG_ARGISNULL(0) ? NULL : PG_GETARG_JSONB_P(0), &s);
+	initStringInfo(&buf);
+	AppendDriftSettings(&buf, &s);
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+}
+
 /* ---------- the chi-square distribution ---------- */
 
 /* log Gamma(x), x > 0 (Lanczos) */
@@ -276,8 +302,14 @@ drift_report(PG_FUNCTION_ARGS)
 
 	ParseDriftSettings(settings, &s);
 	CmlModelPrepare(base);
-	pts = CmlPointsFromQuery(query);
+	pts = CmlPointsFromQuery(query, "window query");
 	n = pts->n;
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("the drift window is empty"),
+				 errdetail("The window query returned no row with both coordinates."),
+				 errhint("Check the model's window_query setting or the query given to drift().")));
 	nb = base->n_zones + 1;
 
 	/* baseline counts: training zone sizes and noise; current: assignment to baseline zones */
@@ -303,13 +335,8 @@ drift_report(PG_FUNCTION_ARGS)
 	initStringInfo(&buf);
 	appendStringInfo(&buf, "{\"algorithm\": \"%s\", \"n_baseline\": " INT64_FORMAT ", \"n_current\": " INT64_FORMAT,
 					 CmlAlgorithmName(base->algorithm), base->n_train, n);
-	appendStringInfo(&buf, ", \"settings\": {\"rel_n_zones\": %g, \"rel_mean_points\": %g, \"rel_mean_radius\": %g, "
-					 "\"p_value\": %g, \"psi\": %g, \"js\": %g, \"max_centroid_shift_m\": %g, \"min_points\": %d, "
-					 "\"min_expected\": %g, \"min_zone_points\": %d, \"seed_rule\": %s, \"share_rule\": %s, \"geometry_rule\": %s}",
-					 s.rel_n_zones, s.rel_mean_points, s.rel_mean_radius, s.p_value, s.psi, s.js,
-					 s.max_centroid_shift_m, s.min_points, s.min_expected, s.min_zone_points,
-					 s.seed_rule ? "true" : "false", s.share_rule ? "true" : "false",
-					 s.geometry_rule ? "true" : "false");
+	appendStringInfoString(&buf, ", \"settings\": ");
+	AppendDriftSettings(&buf, &s);
 
 	if (n < s.min_points)
 	{
@@ -701,7 +728,7 @@ evaluate_model(PG_FUNCTION_ARGS)
 	StringInfoData buf;
 
 	CmlModelPrepare(m);
-	pts = CmlPointsFromQuery(query);
+	pts = CmlPointsFromQuery(query, "evaluation query");
 	if (pts->n == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),

@@ -215,7 +215,7 @@ IsCoordinateType(Oid type)
  * The result is allocated in the caller's memory context.
  */
 CmlPoints *
-CmlPointsFromQuery(const char *query)
+CmlPointsFromQuery(const char *query, const char *what)
 {
 	MemoryContext callerCxt = CurrentMemoryContext;
 	CmlPoints  *pts;
@@ -232,7 +232,7 @@ CmlPointsFromQuery(const char *query)
 	if (!SPI_is_cursor_plan(plan))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("source query must be a single SELECT returning (lat, lon)")));
+				 errmsg("%s must be a single SELECT returning (lat, lon)", what)));
 	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
 	for (;;)
 	{
@@ -257,7 +257,7 @@ CmlPointsFromQuery(const char *query)
 									 format_type_be(SPI_gettypeid(tupdesc, c)));
 				ereport(ERROR,
 						(errcode(ERRCODE_DATATYPE_MISMATCH),
-						 errmsg("source query must return two numeric columns (lat, lon)"),
+						 errmsg("%s must return two numeric columns (lat, lon)", what),
 						 errdetail("It returns %d column(s): (%s).", tupdesc->natts, types.data)));
 			}
 		}

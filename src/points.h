@@ -47,7 +47,7 @@ extern CmlPoints *CmlPointsCreate(void);
 extern void CmlPointsAdd(CmlPoints *pts, double lat, double lon);
 extern void CmlPointsAddLabelled(CmlPoints *pts, double lat, double lon, int32 label);
 extern CmlVec3 *CmlPointsToVectors(const CmlPoints *pts);
-extern CmlPoints *CmlPointsFromQuery(const char *query);
+extern CmlPoints *CmlPointsFromQuery(const char *query, const char *what);
 
 /* Fitting entry points (kmeans.c, dbscan.c), model allocated in the current context */
 extern CmlModel *CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options,

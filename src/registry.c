@@ -39,13 +39,13 @@ fit(PG_FUNCTION_ARGS)
 		int32		min_points;
 
 		CmlDbscanParseParams(params, &eps_m, &min_points);
-		pts = CmlPointsFromQuery(query);
+		pts = CmlPointsFromQuery(query, "source query");
 		model = CmlDbscanFitPoints(pts, eps_m, min_points, NULL);
 	}
 	else
 	{
 		CmlKmeansCheckParams(params);
-		pts = CmlPointsFromQuery(query);
+		pts = CmlPointsFromQuery(query, "source query");
 		model = CmlKmeansFitPoints(pts, 0, true, params, NULL);
 	}
 	PG_RETURN_BYTEA_P(CmlModelSerialize(model));

@@ -20,6 +20,8 @@ SELECT pg_catalog.pg_extension_config_dump('drift_checks_check_id_seq', '');
 
 CREATE FUNCTION _drift_report(baseline bytea, current_query text, settings jsonb) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'drift_report' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION _drift_settings(settings jsonb) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'drift_settings' LANGUAGE C IMMUTABLE PARALLEL SAFE;
 CREATE FUNCTION evaluate(model bytea, query text) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'evaluate_model' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
 COMMENT ON FUNCTION evaluate(bytea, text) IS
@@ -81,7 +83,9 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value';
         END;
     END LOOP;
-    RETURN s;
+    -- drift thresholds: checked and completed by the same code that uses them
+    RETURN s || @extschema@._drift_settings(jsonb_strip_nulls(
+        (SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each(s) e WHERE e.key = ANY (drift_keys))));
 END
 $$;
 COMMENT ON FUNCTION settings(text, jsonb) IS
