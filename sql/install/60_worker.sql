@@ -78,3 +78,4 @@ GRANT SELECT ON exports TO cinematic_ml_reader;
 GRANT INSERT, UPDATE, DELETE ON exports TO cinematic_ml_admin;
 REVOKE ALL ON FUNCTION register_model(text, bytea, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION register_model(text, bytea, jsonb) TO cinematic_ml_admin;
+
