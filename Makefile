@@ -13,7 +13,9 @@ OBJS = \
 	src/zones.o \
 	src/drift.o \
 	src/predict.o \
-	src/registry.o
+	src/registry.o \
+	src/cron.o \
+	src/stats.o
 
 # The install script is assembled from one file per subsystem (sql/install/NN_*.sql),
 # in name order, so each subsystem keeps its SQL beside its peers.

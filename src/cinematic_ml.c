@@ -7,6 +7,7 @@
 #include "utils/guc.h"
 
 #include "predict.h"
+#include "stats.h"
 
 PG_MODULE_MAGIC;
 
@@ -36,4 +37,5 @@ _PG_init(void)
 							   NULL, NULL, NULL);
 	MarkGUCPrefixReserved("cinematic_ml");
 	CmlPredictInit();
+	CmlStatsInit();
 }

@@ -24,6 +24,7 @@
 
 #include "model.h"
 #include "predict.h"
+#include "stats.h"
 
 char	   *cml_default_model = NULL;
 
@@ -211,6 +212,7 @@ LoadModel(const char *name)
 		registry_relid = get_relname_relid("model_versions", RegistrySchema());
 	e->next = cache_head;
 	cache_head = e;
+	CmlStatsModelLoaded(e->name, e->version);
 	return e;
 }
 
@@ -218,6 +220,7 @@ LoadModel(const char *name)
 typedef struct PredictCall
 {
 	CachedModel *entry;			/* pinned; NULL when not resolved */
+	uint64		count;			/* predictions of this statement, added to the stats at its end */
 	char	   *name;			/* the name it was resolved for; NULL = default */
 	/* for the bytea variants */
 	bytea	   *raw;
@@ -233,6 +236,8 @@ UnpinCallback(void *arg)
 
 	if (pc->entry)
 	{
+		CmlStatsAdd(pc->entry->name, CML_STAT_PREDICTIONS, pc->count);
+		pc->count = 0;
 		pc->entry->pins--;
 		pc->entry = NULL;
 		SweepCache();
@@ -269,13 +274,17 @@ ModelByName(FunctionCallInfo fcinfo, text *name_text)
 
 	if (pc->entry != NULL)
 	{
-		if (name_text == NULL && pc->name == NULL)
+		if ((name_text == NULL && pc->name == NULL) ||
+			(name_text != NULL && pc->name != NULL &&
+			 strlen(pc->name) == VARSIZE_ANY_EXHDR(name_text) &&
+			 memcmp(pc->name, VARDATA_ANY(name_text), VARSIZE_ANY_EXHDR(name_text)) == 0))
+		{
+			pc->count++;
 			return pc->entry;
-		if (name_text != NULL && pc->name != NULL &&
-			strlen(pc->name) == VARSIZE_ANY_EXHDR(name_text) &&
-			memcmp(pc->name, VARDATA_ANY(name_text), VARSIZE_ANY_EXHDR(name_text)) == 0)
-			return pc->entry;
+		}
 		/* a different model on this row: release the old one */
+		CmlStatsAdd(pc->entry->name, CML_STAT_PREDICTIONS, pc->count);
+		pc->count = 0;
 		pc->entry->pins--;
 		pc->entry = NULL;
 		if (pc->name)
@@ -290,8 +299,11 @@ ModelByName(FunctionCallInfo fcinfo, text *name_text)
 			break;
 	if (e == NULL)
 		e = LoadModel(name);
+	else
+		CmlStatsAdd(e->name, CML_STAT_CACHE_HITS, 1);
 	e->pins++;
 	pc->entry = e;
+	pc->count = 1;
 	pc->name = name_text ? MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, name) : NULL;
 	return e;
 }
