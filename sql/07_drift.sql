@@ -43,10 +43,9 @@ SELECT cinematic_ml.drift('drifty', 'SELECT lat, lon FROM dpts', '[1]');
 SELECT cinematic_ml.drift('drifty', 'SELECT lat, lon FROM dpts', '{"cooldown": "soon"}');
 SELECT cinematic_ml.drift('drifty', 'SELECT lat, lon FROM dpts', '{"consecutive": 0}');
 SELECT cinematic_ml.drift('drifty', 'SELECT lat, lon FROM dpts', '{"min_new_rows": 1.5}');
+-- settings are checked when written
 UPDATE cinematic_ml.models SET settings = '{"consecutiv": 2}' WHERE model_name = 'drifty';
-SELECT cinematic_ml.check_drift('drifty');
-SELECT cinematic_ml.retrain('drifty');
-UPDATE cinematic_ml.models SET settings = '{}' WHERE model_name = 'drifty';
+UPDATE cinematic_ml.models SET settings = '{"baking_window": "-1 day"}' WHERE model_name = 'drifty';
 UPDATE cinematic_ml.model_versions SET status = 'archived' WHERE model_name = 'drifty';
 SELECT cinematic_ml.drift('drifty', 'SELECT lat, lon FROM dpts');
 SELECT count(*) AS checks FROM cinematic_ml.drift_checks;

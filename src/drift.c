@@ -771,3 +771,102 @@ evaluate_model(PG_FUNCTION_ARGS)
 	appendStringInfoChar(&buf, '}');
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 }
+
+/* n choose 2 */
+static inline double
+Choose2(double n)
+{
+	return n * (n - 1.0) / 2.0;
+}
+
+PG_FUNCTION_INFO_V1(compare_models);
+/*
+ * compare_models(a, b, query) -> jsonb: how two models assign the query's
+ * points: identical labels, labels after mapping each zone of a to its most
+ * frequent zone of b, hotspot agreement, and the adjusted Rand index of the
+ * two partitions (noise / outside counts as one more label).
+ */
+Datum
+compare_models(PG_FUNCTION_ARGS)
+{
+	CmlModel   *a = CmlModelDeserialize(PG_GETARG_BYTEA_PP(0));
+	CmlModel   *b = CmlModelDeserialize(PG_GETARG_BYTEA_PP(1));
+	char	   *query = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	CmlPoints  *pts;
+	int			na = a->n_zones + 1,
+				nb = b->n_zones + 1;
+	double	   *tab;
+	double	   *rows,
+			   *cols;
+	int64		same = 0,
+				hot_same = 0,
+				mapped = 0;
+	double		idx = 0,
+				sa = 0,
+				sb = 0,
+				expected,
+				maxidx,
+				ari;
+	StringInfoData buf;
+
+	if ((double) na * nb > 5e7)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("too many zones to compare (%d x %d)", a->n_zones, b->n_zones)));
+	CmlModelPrepare(a);
+	CmlModelPrepare(b);
+	pts = CmlPointsFromQuery(query, "comparison query");
+	if (pts->n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("no points to compare the models on")));
+	tab = palloc0_array(double, (Size) na * nb);
+	rows = palloc0_array(double, na);
+	cols = palloc0_array(double, nb);
+	for (int64 i = 0; i < pts->n; i++)
+	{
+		CmlPrediction pa,
+					pb;
+		int			ia,
+					ib;
+
+		CmlPredict(a, pts->ll[2 * i], pts->ll[2 * i + 1], &pa);
+		CmlPredict(b, pts->ll[2 * i], pts->ll[2 * i + 1], &pb);
+		ia = pa.cluster + 1;
+		ib = pb.cluster + 1;
+		tab[ia * nb + ib] += 1;
+		rows[ia] += 1;
+		cols[ib] += 1;
+		same += pa.cluster == pb.cluster;
+		hot_same += pa.is_hotspot == pb.is_hotspot;
+		if ((i & 0xFFFF) == 0)
+			CHECK_FOR_INTERRUPTS();
+	}
+	for (int i = 0; i < na; i++)
+	{
+		double		best = 0;
+
+		for (int j = 0; j < nb; j++)
+		{
+			idx += Choose2(tab[i * nb + j]);
+			best = Max(best, tab[i * nb + j]);
+		}
+		mapped += (int64) best;
+		sa += Choose2(rows[i]);
+	}
+	for (int j = 0; j < nb; j++)
+		sb += Choose2(cols[j]);
+	expected = sa * sb / Choose2((double) pts->n);
+	maxidx = 0.5 * (sa + sb);
+	ari = (maxidx - expected) != 0 ? (idx - expected) / (maxidx - expected) : 1.0;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"n_points\": " INT64_FORMAT ", \"n_zones_a\": %d, \"n_zones_b\": %d",
+					 pts->n, a->n_zones, b->n_zones);
+	AppendKeyFloat(&buf, "same_label_share", (double) same / pts->n, true);
+	AppendKeyFloat(&buf, "mapped_agreement", (double) mapped / pts->n, true);
+	AppendKeyFloat(&buf, "hotspot_agreement", (double) hot_same / pts->n, true);
+	AppendKeyFloat(&buf, "adjusted_rand_index", ari, true);
+	appendStringInfoChar(&buf, '}');
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+}

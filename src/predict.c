@@ -14,6 +14,7 @@
 #include "access/htup_details.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -39,17 +40,36 @@ typedef struct CachedModel
 	struct CachedModel *next;
 } CachedModel;
 
+/* Which versions a model name resolves to (cached like the models) */
+typedef struct Route
+{
+	char	   *name;
+	int32		active;			/* 0 when none */
+	int32		champion;		/* alias 'champion', 0 when unset */
+	int32		challenger;		/* alias 'challenger', 0 when unset */
+	double		share;			/* settings.challenger_share */
+	bool		stale;
+	struct Route *next;
+} Route;
+
 static MemoryContext CacheCxt = NULL;
 static CachedModel *cache_head = NULL;
+static Route *route_head = NULL;
 static bool registry_changed = true;
-static Oid	registry_relid = InvalidOid;
+
+/* the registry tables whose changes invalidate the cache (models, versions, aliases) */
+#define N_WATCHED 3
+static Oid	watched_relids[N_WATCHED];
 
 /* The registry changed: the next statement reloads (callbacks only set a flag) */
 static void
 RegistryInvalCallback(Datum arg, Oid relid)
 {
-	if (relid == InvalidOid || relid == registry_relid || registry_relid == InvalidOid)
+	if (relid == InvalidOid || !OidIsValid(watched_relids[0]))
 		registry_changed = true;
+	for (int i = 0; i < N_WATCHED; i++)
+		if (relid == watched_relids[i])
+			registry_changed = true;
 }
 
 /* Register the invalidation callback (called once from _PG_init) */
@@ -64,6 +84,7 @@ static void
 SweepCache(void)
 {
 	CachedModel **pp = &cache_head;
+	Route	  **rp = &route_head;
 
 	while (*pp)
 	{
@@ -77,19 +98,19 @@ SweepCache(void)
 		else
 			pp = &e->next;
 	}
-}
+	while (*rp)
+	{
+		Route	   *r = *rp;
 
-/* Apply a pending invalidation: every entry becomes stale */
-static void
-ApplyInvalidation(void)
-{
-	if (!registry_changed)
-		return;
-	for (CachedModel *e = cache_head; e; e = e->next)
-		e->stale = true;
-	registry_changed = false;
-	registry_relid = InvalidOid;
-	SweepCache();
+		if (r->stale)
+		{
+			*rp = r->next;
+			pfree(r->name);
+			pfree(r);
+		}
+		else
+			rp = &r->next;
+	}
 }
 
 /* OID of the extension's schema, or an error when the extension is missing */
@@ -104,6 +125,29 @@ RegistrySchema(void)
 				 errmsg("schema \"cinematic_ml\" does not exist"),
 				 errhint("Run CREATE EXTENSION cinematic_ml.")));
 	return nsp;
+}
+
+/* Apply a pending invalidation: every entry becomes stale */
+static void
+ApplyInvalidation(void)
+{
+	Oid			nsp;
+
+	if (!registry_changed)
+		return;
+	for (CachedModel *e = cache_head; e; e = e->next)
+		e->stale = true;
+	for (Route *r = route_head; r; r = r->next)
+		r->stale = true;
+	registry_changed = false;
+	nsp = RegistrySchema();
+	watched_relids[0] = get_relname_relid("model_versions", nsp);
+	watched_relids[1] = get_relname_relid("model_aliases", nsp);
+	watched_relids[2] = get_relname_relid("models", nsp);
+	SweepCache();
+	if (CacheCxt == NULL)
+		CacheCxt = AllocSetContextCreate(TopMemoryContext, "cinematic_ml model cache",
+										 ALLOCSET_SMALL_SIZES);
 }
 
 /* The model name to use when none is given */
@@ -146,51 +190,102 @@ ResolveDefaultName(void)
 	return NULL;				/* keep compiler quiet */
 }
 
-/* Load the active version of a model into a new cache entry */
-static CachedModel *
-LoadModel(const char *name)
+/* An int4 column of the SPI result's first row, 0 when NULL */
+static int32
+SpiInt(int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col, &isnull);
+
+	return isnull ? 0 : DatumGetInt32(d);
+}
+
+/* The versions a model name resolves to: active, champion, challenger, share */
+static Route *
+GetRoute(const char *name)
 {
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1];
+	int			ret;
+	bool		isnull;
+	Route		r = {0};
+	Route	   *cached;
+
+	ApplyInvalidation();
+	for (cached = route_head; cached; cached = cached->next)
+		if (!cached->stale && strcmp(cached->name, name) == 0)
+			return cached;
+
+	args[0] = CStringGetTextDatum(name);
+	SPI_connect();
+	ret = SPI_execute_with_args("SELECT m.model_name IS NOT NULL,"
+								" (SELECT v.version FROM cinematic_ml.model_versions v"
+								"   WHERE v.model_name = $1 AND v.status = 'active'),"
+								" (SELECT a.version FROM cinematic_ml.model_aliases a"
+								"   WHERE a.model_name = $1 AND a.alias = 'champion'),"
+								" (SELECT a.version FROM cinematic_ml.model_aliases a"
+								"   WHERE a.model_name = $1 AND a.alias = 'challenger'),"
+								" coalesce((m.settings->>'challenger_share')::float8, 0)"
+								" FROM (SELECT 1) one LEFT JOIN cinematic_ml.models m ON m.model_name = $1",
+								1, argtypes, args, NULL, true, 0);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the model registry: %s", SPI_result_code_string(ret));
+	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model \"%s\" does not exist", name)));
+	r.active = SpiInt(2);
+	r.champion = SpiInt(3);
+	r.challenger = SpiInt(4);
+	r.share = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull));
+	SPI_finish();
+
+	cached = MemoryContextAlloc(CacheCxt, sizeof(Route));
+	*cached = r;
+	cached->name = MemoryContextStrdup(CacheCxt, name);
+	cached->next = route_head;
+	route_head = cached;
+	return cached;
+}
+
+/* A version of a model, from the cache or loaded */
+static CachedModel *
+GetVersion(const char *name, int32 version)
+{
+	Oid			argtypes[2] = {TEXTOID, INT4OID};
+	Datum		args[2];
 	int			ret;
 	bool		isnull;
 	CachedModel *e;
 	MemoryContext cxt;
 	MemoryContext old;
 	bytea	   *raw;
-	int32		version;
 
-	(void) RegistrySchema();
+	for (e = cache_head; e; e = e->next)
+		if (!e->stale && e->version == version && strcmp(e->name, name) == 0)
+		{
+			CmlStatsAdd(e->name, CML_STAT_CACHE_HITS, 1);
+			return e;
+		}
+
 	args[0] = CStringGetTextDatum(name);
+	args[1] = Int32GetDatum(version);
 	SPI_connect();
-	ret = SPI_execute_with_args("SELECT version, model FROM cinematic_ml.model_versions "
-								"WHERE model_name = $1 AND status = 'active'",
-								1, argtypes, args, NULL, true, 0);
+	ret = SPI_execute_with_args("SELECT model FROM cinematic_ml.model_versions "
+								"WHERE model_name = $1 AND version = $2",
+								2, argtypes, args, NULL, true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read the model registry: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
-	{
-		ret = SPI_execute_with_args("SELECT 1 FROM cinematic_ml.models WHERE model_name = $1",
-									1, argtypes, args, NULL, true, 0);
-		if (ret == SPI_OK_SELECT && SPI_processed > 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("model \"%s\" has no active version", name),
-					 errhint("Promote one: UPDATE cinematic_ml.model_versions SET status = 'active' WHERE model_name = '%s' AND version = ...", name)));
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("model \"%s\" does not exist", name)));
-	}
-	version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+				 errmsg("model \"%s\" has no version %d", name, version)));
 
-	if (CacheCxt == NULL)
-		CacheCxt = AllocSetContextCreate(TopMemoryContext, "cinematic_ml model cache",
-										 ALLOCSET_SMALL_SIZES);
 	cxt = AllocSetContextCreate(CacheCxt, "cinematic_ml model", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		raw = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		raw = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		e = palloc0(sizeof(CachedModel));
 		e->name = pstrdup(name);
 		e->version = version;
@@ -208,40 +303,53 @@ LoadModel(const char *name)
 	MemoryContextSwitchTo(old);
 	SPI_finish();
 
-	if (registry_relid == InvalidOid)
-		registry_relid = get_relname_relid("model_versions", RegistrySchema());
 	e->next = cache_head;
 	cache_head = e;
 	CmlStatsModelLoaded(e->name, e->version);
 	return e;
 }
 
-/* What a statement remembers about its model (fn_extra) */
+/* What a statement remembers about its model(s) (fn_extra) */
 typedef struct PredictCall
 {
-	CachedModel *entry;			/* pinned; NULL when not resolved */
-	uint64		count;			/* predictions of this statement, added to the stats at its end */
+	bool		resolved;
 	char	   *name;			/* the name it was resolved for; NULL = default */
+	CachedModel *entry[2];		/* pinned: the served version; [1] the challenger when routed */
+	double		share;			/* routed calls: challenger share */
+	uint64		count[2];		/* predictions per entry, added to the stats at the end */
 	/* for the bytea variants */
 	bytea	   *raw;
 	CmlModel   *model;
 	MemoryContext cxt;
 } PredictCall;
 
+/* Add the statement's counts to the stats and unpin its models */
+static void
+ReleaseCall(PredictCall *pc)
+{
+	if (pc->entry[0])
+		CmlStatsAdd(pc->entry[0]->name, CML_STAT_PREDICTIONS, pc->count[0] + pc->count[1]);
+	if (pc->entry[1])
+		CmlStatsAdd(pc->entry[1]->name, CML_STAT_PREDICTIONS_CHALLENGER, pc->count[1]);
+	for (int i = 0; i < 2; i++)
+	{
+		if (pc->entry[i])
+			pc->entry[i]->pins--;
+		pc->entry[i] = NULL;
+		pc->count[i] = 0;
+	}
+	pc->resolved = false;
+	if (pc->name)
+		pfree(pc->name);
+	pc->name = NULL;
+}
+
 /* Unpin at the end of the statement */
 static void
 UnpinCallback(void *arg)
 {
-	PredictCall *pc = (PredictCall *) arg;
-
-	if (pc->entry)
-	{
-		CmlStatsAdd(pc->entry->name, CML_STAT_PREDICTIONS, pc->count);
-		pc->count = 0;
-		pc->entry->pins--;
-		pc->entry = NULL;
-		SweepCache();
-	}
+	ReleaseCall((PredictCall *) arg);
+	SweepCache();
 }
 
 /* The statement's state, created on its first row */
@@ -264,48 +372,84 @@ GetCall(FunctionCallInfo fcinfo)
 	return pc;
 }
 
-/* The model for this call: by name (NULL = default), resolved once per statement */
+/* Has the statement resolved this name (NULL = default) already? */
+static bool
+SameName(const PredictCall *pc, text *name_text)
+{
+	if (!pc->resolved)
+		return false;
+	if (name_text == NULL || pc->name == NULL)
+		return name_text == NULL && pc->name == NULL;
+	return strlen(pc->name) == VARSIZE_ANY_EXHDR(name_text) &&
+		memcmp(pc->name, VARDATA_ANY(name_text), VARSIZE_ANY_EXHDR(name_text)) == 0;
+}
+
+/* Pin a version as the statement's entry i */
+static void
+PinEntry(PredictCall *pc, int i, CachedModel *e)
+{
+	e->pins++;
+	pc->entry[i] = e;
+}
+
+/*
+ * The model for this call: by name (NULL = default), resolved once per
+ * statement.  routed: serve the champion (alias, else the active version)
+ * and send a share of routing keys to the challenger alias.
+ */
+static CachedModel *
+ResolveModel(FunctionCallInfo fcinfo, text *name_text, bool routed, text *key)
+{
+	PredictCall *pc = GetCall(fcinfo);
+	CachedModel *e;
+
+	if (!SameName(pc, name_text))
+	{
+		char	   *name;
+		Route	   *r;
+		int32		serve;
+
+		ReleaseCall(pc);
+		ApplyInvalidation();
+		name = name_text ? text_to_cstring(name_text) : ResolveDefaultName();
+		r = GetRoute(name);
+		serve = (routed && r->champion) ? r->champion : r->active;
+		if (serve == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("model \"%s\" has no active version", name),
+					 errhint("Promote one: UPDATE cinematic_ml.model_versions SET status = 'active' WHERE model_name = '%s' AND version = ...", name)));
+		PinEntry(pc, 0, GetVersion(name, serve));
+		pc->share = 0;
+		if (routed && r->challenger && r->share > 0)
+		{
+			PinEntry(pc, 1, GetVersion(name, r->challenger));
+			pc->share = r->share;
+		}
+		pc->name = name_text ? MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, name) : NULL;
+		pc->resolved = true;
+	}
+	e = pc->entry[0];
+	if (pc->entry[1] != NULL && key != NULL)
+	{
+		/* a stable hash of the key: the same key always gets the same version */
+		uint32		h = hash_bytes((const unsigned char *) VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
+
+		if ((double) h < pc->share * 4294967296.0)
+		{
+			pc->count[1]++;
+			return pc->entry[1];
+		}
+	}
+	pc->count[0]++;
+	return e;
+}
+
+/* The model for a call by name (NULL = default) */
 static CachedModel *
 ModelByName(FunctionCallInfo fcinfo, text *name_text)
 {
-	PredictCall *pc = GetCall(fcinfo);
-	char	   *name;
-	CachedModel *e;
-
-	if (pc->entry != NULL)
-	{
-		if ((name_text == NULL && pc->name == NULL) ||
-			(name_text != NULL && pc->name != NULL &&
-			 strlen(pc->name) == VARSIZE_ANY_EXHDR(name_text) &&
-			 memcmp(pc->name, VARDATA_ANY(name_text), VARSIZE_ANY_EXHDR(name_text)) == 0))
-		{
-			pc->count++;
-			return pc->entry;
-		}
-		/* a different model on this row: release the old one */
-		CmlStatsAdd(pc->entry->name, CML_STAT_PREDICTIONS, pc->count);
-		pc->count = 0;
-		pc->entry->pins--;
-		pc->entry = NULL;
-		if (pc->name)
-			pfree(pc->name);
-		pc->name = NULL;
-	}
-
-	ApplyInvalidation();
-	name = name_text ? text_to_cstring(name_text) : ResolveDefaultName();
-	for (e = cache_head; e; e = e->next)
-		if (!e->stale && strcmp(e->name, name) == 0)
-			break;
-	if (e == NULL)
-		e = LoadModel(name);
-	else
-		CmlStatsAdd(e->name, CML_STAT_CACHE_HITS, 1);
-	e->pins++;
-	pc->entry = e;
-	pc->count = 1;
-	pc->name = name_text ? MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, name) : NULL;
-	return e;
+	return ResolveModel(fcinfo, name_text, false, NULL);
 }
 
 /* The model given as a bytea argument, deserialised once while it stays the same */
@@ -434,6 +578,18 @@ Datum
 predict_by_name(PG_FUNCTION_ARGS)
 {
 	CachedModel *e = ModelByName(fcinfo, PG_NARGS() > 2 ? PG_GETARG_TEXT_PP(2) : NULL);
+	CmlPrediction p;
+
+	PredictArgs(fcinfo, e->model, 0, &p);
+	return PredictRecord(fcinfo, &p, e->name, e->version);
+}
+
+PG_FUNCTION_INFO_V1(predict_routed);
+/* predict(lat, lon, model_name, routing_key): champion / challenger by a stable hash of the key */
+Datum
+predict_routed(PG_FUNCTION_ARGS)
+{
+	CachedModel *e = ResolveModel(fcinfo, PG_GETARG_TEXT_PP(2), true, PG_GETARG_TEXT_PP(3));
 	CmlPrediction p;
 
 	PredictArgs(fcinfo, e->model, 0, &p);

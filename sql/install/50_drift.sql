@@ -29,31 +29,27 @@ COMMENT ON FUNCTION evaluate(bytea, text) IS
 
 -- The settings of a model: every key known, every value checked, defaults filled in.
 -- Drift thresholds are checked again (and used) by _drift_report; policy keys here.
-CREATE FUNCTION settings(model_name text, overrides jsonb DEFAULT '{}') RETURNS jsonb
+CREATE FUNCTION _check_settings(s jsonb) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    s        jsonb;
     k        text;
     drift_keys text[] := ARRAY['rel_n_zones', 'rel_mean_points', 'rel_mean_radius', 'p_value', 'psi', 'js',
                                'max_centroid_shift_m', 'min_points', 'min_expected', 'min_zone_points',
                                'seed_rule', 'share_rule', 'geometry_rule'];
     policy_keys text[] := ARRAY['window_query', 'min_new_rows', 'cooldown', 'consecutive', 'baking_window',
-                                'gate_noise_share', 'gate_silhouette', 'gate_davies_bouldin', 'gate_inertia'];
+                                'gate_noise_share', 'gate_silhouette', 'gate_davies_bouldin', 'gate_inertia',
+                                'challenger_share'];
     defaults jsonb := '{"window_query": null, "min_new_rows": 0, "cooldown": "0", "consecutive": 1,
                         "baking_window": "0", "gate_noise_share": 0.05, "gate_silhouette": 0.05,
-                        "gate_davies_bouldin": 0.25, "gate_inertia": 0.25}';
+                        "gate_davies_bouldin": 0.25, "gate_inertia": 0.25, "challenger_share": 0}';
 BEGIN
-    SELECT m.settings INTO s FROM @extschema@.models m WHERE m.model_name = settings.model_name;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'model "%" does not exist', model_name USING ERRCODE = 'undefined_object';
-    END IF;
-    IF overrides IS NULL OR jsonb_typeof(overrides) <> 'object' THEN
+    IF s IS NULL OR jsonb_typeof(s) <> 'object' THEN
         RAISE EXCEPTION 'settings must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    s := defaults || s || overrides;
+    s := defaults || s;
     FOR k IN SELECT jsonb_object_keys(s) LOOP
         IF NOT (k = ANY (drift_keys) OR k = ANY (policy_keys)) THEN
-            RAISE EXCEPTION 'unknown key "%" in settings of model "%"', k, model_name
+            RAISE EXCEPTION 'unknown key "%" in settings', k
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Known keys: ' || array_to_string(drift_keys || policy_keys, ', ') || '.';
         END IF;
@@ -68,9 +64,11 @@ BEGIN
                   CASE k WHEN 'consecutive' THEN 1 ELSE 0 END, s->k USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END LOOP;
-    FOREACH k IN ARRAY ARRAY['gate_noise_share', 'gate_silhouette', 'gate_davies_bouldin', 'gate_inertia'] LOOP
-        IF jsonb_typeof(s->k) <> 'number' OR (s->>k)::numeric < 0 OR (s->>k)::numeric > 1000 THEN
-            RAISE EXCEPTION '"%" must be a number between 0 and 1000, not %', k, s->k USING ERRCODE = 'invalid_parameter_value';
+    FOREACH k IN ARRAY ARRAY['gate_noise_share', 'gate_silhouette', 'gate_davies_bouldin', 'gate_inertia', 'challenger_share'] LOOP
+        IF jsonb_typeof(s->k) <> 'number' OR (s->>k)::numeric < 0
+           OR (s->>k)::numeric > (CASE k WHEN 'challenger_share' THEN 1 ELSE 1000 END) THEN
+            RAISE EXCEPTION '"%" must be a number between 0 and %, not %', k,
+                  CASE k WHEN 'challenger_share' THEN 1 ELSE 1000 END, s->k USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END LOOP;
     FOREACH k IN ARRAY ARRAY['cooldown', 'baking_window'] LOOP
@@ -88,6 +86,34 @@ BEGIN
         (SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each(s) e WHERE e.key = ANY (drift_keys))));
 END
 $$;
+COMMENT ON FUNCTION _check_settings(jsonb) IS 'Validate settings and fill in the defaults';
+
+CREATE FUNCTION settings(model_name text, overrides jsonb DEFAULT '{}') RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s jsonb;
+BEGIN
+    SELECT m.settings INTO s FROM @extschema@.models m WHERE m.model_name = settings.model_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'model "%" does not exist', model_name USING ERRCODE = 'undefined_object';
+    END IF;
+    IF overrides IS NULL OR jsonb_typeof(overrides) <> 'object' THEN
+        RAISE EXCEPTION 'settings must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN @extschema@._check_settings(s || overrides);
+END
+$$;
+
+-- settings are checked when they are written, not only when they are used
+CREATE FUNCTION _models_guard() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM @extschema@._check_settings(NEW.settings);
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER models_guard BEFORE INSERT OR UPDATE OF settings ON models
+    FOR EACH ROW EXECUTE FUNCTION _models_guard();
 COMMENT ON FUNCTION settings(text, jsonb) IS
     'Effective drift thresholds and retrain policy of a model (models.settings over the defaults, then overrides)';
 
@@ -112,7 +138,8 @@ BEGIN
     END IF;
     rep := @extschema@._drift_report(v.model, current_query,
                s - ARRAY['window_query', 'min_new_rows', 'cooldown', 'consecutive', 'baking_window',
-                         'gate_noise_share', 'gate_silhouette', 'gate_davies_bouldin', 'gate_inertia']);
+                         'gate_noise_share', 'gate_silhouette', 'gate_davies_bouldin', 'gate_inertia',
+                         'challenger_share']);
     rep := jsonb_build_object('model_name', model_name, 'baseline_version', v.version,
                               'window_query', current_query, 'checked_at', clock_timestamp()) || rep;
     INSERT INTO @extschema@.drift_checks (model_name, baseline_version, n_points, verdict, reasons, report)
