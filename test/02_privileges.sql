@@ -18,7 +18,7 @@ CREATE TABLE priv_secret AS SELECT * FROM priv_points;
 GRANT SELECT ON priv_points TO cml_tap_admin, cml_tap_reader;
 SELECT cinematic_ml.train('priv', 'SELECT lat, lon FROM priv_points', 'kmeans', '{"k": 2, "seed": 1}');
 
-SELECT plan(16);
+SELECT plan(19);
 
 SELECT ok(pg_has_role('cinematic_ml_admin', 'cinematic_ml_reader', 'MEMBER'), 'an admin is also a reader');
 
@@ -43,6 +43,11 @@ SELECT throws_ok($$SELECT cinematic_ml.train('priv', 'SELECT lat, lon FROM priv_
 SELECT lives_ok($$UPDATE cinematic_ml.model_versions SET status = 'active' WHERE model_name = 'priv' AND version = 2$$,
                 'admin can promote');
 SELECT throws_ok($$DELETE FROM cinematic_ml.model_events$$, '42501', NULL, 'the audit log is append-only, even for an admin');
+SELECT lives_ok($$SELECT cinematic_ml.drift('priv', 'SELECT lat, lon FROM priv_points')$$, 'admin can check drift');
+RESET ROLE;
+SET ROLE cml_tap_reader;
+SELECT is((SELECT count(*)::int FROM cinematic_ml.drift_checks), 0, 'a reader does not see drift checks run by others');
+SELECT is((SELECT count(*)::int FROM cinematic_ml.drift_history), 0, 'not through the drift_history view either');
 RESET ROLE;
 SELECT is((SELECT by_user::text FROM cinematic_ml.model_events WHERE model_name = 'priv' AND event = 'promoted'
             ORDER BY event_id DESC LIMIT 1), 'cml_tap_admin', 'the audit row names the admin who promoted');

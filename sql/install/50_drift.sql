@@ -327,3 +327,10 @@ REVOKE ALL ON FUNCTION drift(text, text, jsonb), check_drift(text), retrain(text
               _drift_report(bytea, text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION drift(text, text, jsonb), check_drift(text), retrain(text, boolean),
               _drift_report(bytea, text, jsonb) TO cinematic_ml_admin;
+
+-- a reader sees the drift checks they ran; an admin sees all
+ALTER TABLE drift_checks ENABLE ROW LEVEL SECURITY;
+CREATE POLICY drift_checks_read ON drift_checks FOR SELECT
+    USING (checked_by = current_user OR pg_has_role(current_user, 'cinematic_ml_admin', 'MEMBER'));
+CREATE POLICY drift_checks_write ON drift_checks FOR INSERT
+    WITH CHECK (pg_has_role(current_user, 'cinematic_ml_admin', 'MEMBER'));

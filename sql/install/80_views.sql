@@ -2,7 +2,7 @@
 -- Views for BI tools and operators
 -- ---------------------------------------------------------------------------
 
-CREATE VIEW active_models AS
+CREATE VIEW active_models WITH (security_invoker = true) AS
 SELECT m.model_name, m.algorithm, v.version, v.promoted_at, v.promoted_by, v.created_at AS trained_at,
        v.created_by AS trained_by, v.n_rows, (v.metrics->>'n_zones')::int AS n_zones,
        (v.metrics->>'noise_share')::float8 AS noise_share, (v.metrics->>'silhouette')::float8 AS silhouette,
@@ -24,7 +24,7 @@ SELECT v.model_name, v.version, v.status, v.created_at AS trained_at, v.created_
   FROM model_versions v;
 COMMENT ON VIEW model_history IS 'cinematic_ml: every version with its status, metrics, who trained and promoted it, when';
 
-CREATE VIEW drift_history AS
+CREATE VIEW drift_history WITH (security_invoker = true) AS
 SELECT d.check_id, d.model_name, d.baseline_version, d.checked_at, d.checked_by, d.n_points, d.verdict, d.reasons,
        (d.report->'seed_rule'->'rel_change'->>'n_zones')::float8 AS rel_n_zones,
        (d.report->'seed_rule'->'rel_change'->>'mean_points_per_zone')::float8 AS rel_mean_points,
