@@ -257,12 +257,13 @@ AppendStringArray(StringInfo buf, List *items)
 static int32
 BaselineCategory(const CmlModel *m, double lat, double lon)
 {
-	CmlPrediction p;
+	bool		hot;
+	double		dist;
+	int32		zone = CmlPredictZone(m, CmlLatLonToVec(lat, lon), &hot, &dist);
 
-	CmlPredict(m, lat, lon, &p);
 	if (m->algorithm == CML_ALG_KMEANS)
-		return p.distance_m <= m->zones[p.cluster].p90_m ? p.cluster : -1;
-	return p.is_hotspot ? p.cluster : -1;
+		return dist <= m->zones[zone].p90_m ? zone : -1;
+	return hot ? zone : -1;
 }
 
 /* Training points of zone z in its category (k-means: within the p90 radius) */
@@ -740,21 +741,22 @@ evaluate_model(PG_FUNCTION_ARGS)
 		dense[i] = -1;
 	for (int64 i = 0; i < pts->n; i++)
 	{
-		CmlPrediction p;
+		bool		hot;
+		double		dist;
+		int32		zone = CmlPredictZone(m, x[i], &hot, &dist);
 
-		CmlPredict(m, pts->ll[2 * i], pts->ll[2 * i + 1], &p);
-		if (!p.is_hotspot)
+		if (!hot)
 			noise++;
-		if (p.cluster < 0)
+		if (zone < 0)
 		{
 			label[i] = -1;
 			continue;
 		}
 		assigned++;
-		inertia += CmlChord2(x[i], m->zones[p.cluster].center);
-		if (dense[p.cluster] < 0)
-			dense[p.cluster] = nused++;
-		label[i] = dense[p.cluster];
+		inertia += CmlChord2(x[i], m->zones[zone].center);
+		if (dense[zone] < 0)
+			dense[zone] = nused++;
+		label[i] = dense[zone];
 	}
 	tmp.algorithm = CML_ALG_DBSCAN;
 	tmp.n_train = pts->n;
@@ -825,20 +827,18 @@ compare_models(PG_FUNCTION_ARGS)
 	cols = palloc0_array(double, nb);
 	for (int64 i = 0; i < pts->n; i++)
 	{
-		CmlPrediction pa,
-					pb;
-		int			ia,
-					ib;
+		CmlVec3		v = CmlLatLonToVec(pts->ll[2 * i], pts->ll[2 * i + 1]);
+		bool		ha,
+					hb;
+		double		dist;
+		int32		za = CmlPredictZone(a, v, &ha, &dist);
+		int32		zb = CmlPredictZone(b, v, &hb, &dist);
 
-		CmlPredict(a, pts->ll[2 * i], pts->ll[2 * i + 1], &pa);
-		CmlPredict(b, pts->ll[2 * i], pts->ll[2 * i + 1], &pb);
-		ia = pa.cluster + 1;
-		ib = pb.cluster + 1;
-		tab[ia * nb + ib] += 1;
-		rows[ia] += 1;
-		cols[ib] += 1;
-		same += pa.cluster == pb.cluster;
-		hot_same += pa.is_hotspot == pb.is_hotspot;
+		tab[(za + 1) * nb + zb + 1] += 1;
+		rows[za + 1] += 1;
+		cols[zb + 1] += 1;
+		same += za == zb;
+		hot_same += ha == hb;
 		if ((i & 0xFFFF) == 0)
 			CHECK_FOR_INTERRUPTS();
 	}

@@ -361,57 +361,68 @@ NearestCentroid(const CmlModel *m, CmlVec3 v, double *chord2)
 	return best;
 }
 
-/* Predict one point */
+/*
+ * The zone of a point and whether it is a hotspot: all predict_cluster and
+ * is_hotspot need.  k-means: the nearest 3-D mean (the training rule), a
+ * hotspot within that zone's radius.  DBSCAN: one look-up in the core index.
+ */
+int32
+CmlPredictZone(const CmlModel *m, CmlVec3 v, bool *is_hotspot, double *distance_m)
+{
+	int32		best = 0;
+	double		bestd;
+	double		d;
+
+	*is_hotspot = false;
+	*distance_m = NAN;
+	if (m->n_zones == 0)
+		return -1;
+	if (m->algorithm == CML_ALG_DBSCAN)
+	{
+		int32		zone = CmlCoreIndexLookup(m, v);
+
+		*is_hotspot = zone >= 0;
+		return zone;
+	}
+	bestd = CmlChord2(v, m->zones[0].center);
+	for (int32 i = 1; i < m->n_zones; i++)
+	{
+		d = CmlChord2(v, m->zones[i].center);
+		if (d < bestd)
+		{
+			bestd = d;
+			best = i;
+		}
+	}
+	*distance_m = CmlVecDistance(v, m->zones[best].unit);
+	*is_hotspot = *distance_m <= m->zones[best].radius_m;
+	return best;
+}
+
+/* Predict one point with the distances predict() reports */
 void
 CmlPredict(const CmlModel *m, double lat, double lon, CmlPrediction *out)
 {
 	CmlVec3		v = CmlLatLonToVec(lat, lon);
+	int32		zone = CmlPredictZone(m, v, &out->is_hotspot, &out->distance_m);
+	double		chord2;
 
-	out->cluster = -1;
-	out->is_hotspot = false;
-	out->distance_m = NAN;
+	out->cluster = zone;
 	out->zone_radius_m = NAN;
 	if (m->n_zones == 0)
 		return;
-
-	if (m->algorithm == CML_ALG_KMEANS)
+	if (m->algorithm == CML_ALG_DBSCAN)
 	{
-		int32		best = 0;
-		double		bestd = CmlChord2(v, m->zones[0].center);
-
-		for (int32 i = 1; i < m->n_zones; i++)
-		{
-			double		d = CmlChord2(v, m->zones[i].center);
-
-			if (d < bestd)
-			{
-				bestd = d;
-				best = i;
-			}
-		}
-		out->cluster = best;
-		out->distance_m = CmlVecDistance(v, m->zones[best].unit);
-		out->zone_radius_m = m->zones[best].radius_m;
-		out->is_hotspot = out->distance_m <= out->zone_radius_m;
-	}
-	else
-	{
-		int32		zone = CmlCoreIndexLookup(m, v);
-		double		chord2;
-
-		if (zone >= 0)
-		{
-			out->cluster = zone;
-			out->is_hotspot = true;
-			out->distance_m = CmlVecDistance(v, m->zones[zone].unit);
-		}
-		else
+		/* the distance to the point's zone, or to the nearest zone for noise */
+		if (zone < 0)
 		{
 			zone = NearestCentroid(m, v, &chord2);
 			out->distance_m = CmlChord2ToMetres(chord2);
 		}
-		out->zone_radius_m = m->zones[zone].radius_m;
+		else
+			out->distance_m = CmlVecDistance(v, m->zones[zone].unit);
 	}
+	out->zone_radius_m = m->zones[zone].radius_m;
 }
 
 /* Append a float as JSON (null when not finite) */

@@ -104,6 +104,7 @@ extern bytea *CmlModelSerialize(const CmlModel *model);
 extern CmlModel *CmlModelDeserialize(const bytea *raw);
 extern void CmlModelPrepare(CmlModel *model);
 extern void CmlPredict(const CmlModel *model, double lat, double lon, CmlPrediction *out);
+extern int32 CmlPredictZone(const CmlModel *model, CmlVec3 v, bool *is_hotspot, double *distance_m);
 extern const char *CmlAlgorithmName(CmlAlgorithm alg);
 extern Datum CmlModelInfoJsonb(const CmlModel *model);
 

@@ -34,7 +34,8 @@ typedef struct CachedModel
 	char	   *name;
 	int32		version;
 	CmlModel   *model;
-	MemoryContext cxt;			/* owns name and model */
+	bytea	   *raw;			/* models given as values: their bytes; NULL for registry versions */
+	MemoryContext cxt;			/* owns name, raw and model */
 	int			pins;			/* statements using it now */
 	bool		stale;
 	struct CachedModel *next;
@@ -136,7 +137,8 @@ ApplyInvalidation(void)
 	if (!registry_changed)
 		return;
 	for (CachedModel *e = cache_head; e; e = e->next)
-		e->stale = true;
+		if (e->raw == NULL)		/* values are content-addressed: never stale */
+			e->stale = true;
 	for (Route *r = route_head; r; r = r->next)
 		r->stale = true;
 	registry_changed = false;
@@ -262,7 +264,7 @@ GetVersion(const char *name, int32 version)
 	bytea	   *raw;
 
 	for (e = cache_head; e; e = e->next)
-		if (!e->stale && e->version == version && strcmp(e->name, name) == 0)
+		if (!e->stale && e->raw == NULL && e->version == version && strcmp(e->name, name) == 0)
 		{
 			CmlStatsAdd(e->name, CML_STAT_CACHE_HITS, 1);
 			return e;
@@ -318,9 +320,8 @@ typedef struct PredictCall
 	double		share;			/* routed calls: challenger share */
 	uint64		count[2];		/* predictions per entry, added to the stats at the end */
 	/* for the bytea variants */
-	bytea	   *raw;
-	CmlModel   *model;
-	MemoryContext cxt;
+	CachedModel *value;			/* pinned */
+	Pointer		value_arg;		/* the argument it was resolved for */
 } PredictCall;
 
 /* Add the statement's counts to the stats and unpin its models */
@@ -344,11 +345,22 @@ ReleaseCall(PredictCall *pc)
 	pc->name = NULL;
 }
 
+/* Unpin a statement's model value */
+static void
+ReleaseValue(PredictCall *pc)
+{
+	if (pc->value)
+		pc->value->pins--;
+	pc->value = NULL;
+	pc->value_arg = NULL;
+}
+
 /* Unpin at the end of the statement */
 static void
 UnpinCallback(void *arg)
 {
 	ReleaseCall((PredictCall *) arg);
+	ReleaseValue((PredictCall *) arg);
 	SweepCache();
 }
 
@@ -452,44 +464,107 @@ ModelByName(FunctionCallInfo fcinfo, text *name_text)
 	return ResolveModel(fcinfo, name_text, false, NULL);
 }
 
-/* The model given as a bytea argument, deserialised once while it stays the same */
+/* At most this many models given as values stay cached in a backend */
+#define MAX_VALUE_MODELS 8
+
+/* A model given as a value: cached per backend by its bytes (content-addressed) */
+static CachedModel *
+GetModelByValue(const bytea *raw)
+{
+	Size		len = VARSIZE_ANY_EXHDR(raw);
+	CachedModel *e;
+	CachedModel *lru = NULL;
+	int			nvalues = 0;
+	MemoryContext cxt;
+	MemoryContext old;
+	static uint64 clock = 0;
+
+	if (CacheCxt == NULL)
+		CacheCxt = AllocSetContextCreate(TopMemoryContext, "cinematic_ml model cache",
+										 ALLOCSET_SMALL_SIZES);
+	for (e = cache_head; e; e = e->next)
+	{
+		if (e->raw == NULL || e->stale)
+			continue;
+		if (VARSIZE(e->raw) - VARHDRSZ == len && memcmp(VARDATA(e->raw), VARDATA_ANY(raw), len) == 0)
+		{
+			e->version = (int32) ++clock;	/* value entries: version is the LRU clock */
+			return e;
+		}
+		nvalues++;
+		if (e->pins == 0 && (lru == NULL || e->version < lru->version))
+			lru = e;
+	}
+	if (nvalues >= MAX_VALUE_MODELS && lru != NULL)
+	{
+		lru->stale = true;
+		SweepCache();
+	}
+
+	cxt = AllocSetContextCreate(CacheCxt, "cinematic_ml model value", ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		bytea	   *copy = palloc(len + VARHDRSZ);
+
+		SET_VARSIZE(copy, len + VARHDRSZ);
+		memcpy(VARDATA(copy), VARDATA_ANY(raw), len);
+		e = palloc0(sizeof(CachedModel));
+		e->name = NULL;
+		e->raw = copy;
+		e->cxt = cxt;
+		e->model = CmlModelDeserialize(copy);
+		CmlModelPrepare(e->model);
+		e->version = (int32) ++clock;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(cxt);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	e->next = cache_head;
+	cache_head = e;
+	return e;
+}
+
+/* The model given as a bytea argument: resolved once while the argument stays the same */
 static CmlModel *
 ModelFromBytea(FunctionCallInfo fcinfo, int argno)
 {
 	PredictCall *pc = GetCall(fcinfo);
-	Datum		d = PG_GETARG_DATUM(argno);
+	Pointer		arg = DatumGetPointer(PG_GETARG_DATUM(argno));
 	bytea	   *raw;
 
-	if (pc->model != NULL && (Pointer) pc->raw == DatumGetPointer(d))
-		return pc->model;
+	if (pc->value != NULL && pc->value_arg == arg)
+		return pc->value->model;
 	raw = PG_GETARG_BYTEA_PP(argno);
-	if (pc->model != NULL &&
-		VARSIZE_ANY_EXHDR(raw) == VARSIZE_ANY_EXHDR(pc->raw) &&
-		memcmp(VARDATA_ANY(raw), VARDATA_ANY(pc->raw), VARSIZE_ANY_EXHDR(raw)) == 0)
+	if (pc->value == NULL || VARSIZE(pc->value->raw) - VARHDRSZ != VARSIZE_ANY_EXHDR(raw) ||
+		memcmp(VARDATA(pc->value->raw), VARDATA_ANY(raw), VARSIZE_ANY_EXHDR(raw)) != 0)
 	{
-		pc->raw = (bytea *) DatumGetPointer(d);
-		return pc->model;
-	}
-	if (pc->cxt == NULL)
-		pc->cxt = AllocSetContextCreate(fcinfo->flinfo->fn_mcxt, "cinematic_ml model argument",
-										ALLOCSET_DEFAULT_SIZES);
-	else
-		MemoryContextReset(pc->cxt);
-	pc->model = NULL;
-	{
-		MemoryContext old = MemoryContextSwitchTo(pc->cxt);
-		bytea	   *copy = palloc(VARSIZE_ANY_EXHDR(raw) + VARHDRSZ);
-		CmlModel   *m;
+		CachedModel *e = GetModelByValue(raw);
 
-		SET_VARSIZE(copy, VARSIZE_ANY_EXHDR(raw) + VARHDRSZ);
-		memcpy(VARDATA(copy), VARDATA_ANY(raw), VARSIZE_ANY_EXHDR(raw));
-		m = CmlModelDeserialize(copy);
-		CmlModelPrepare(m);
-		MemoryContextSwitchTo(old);
-		pc->model = m;
-		pc->raw = copy;
+		if (pc->value)
+			pc->value->pins--;
+		e->pins++;
+		pc->value = e;
 	}
-	return pc->model;
+	pc->value_arg = arg;
+	return pc->value->model;
+}
+
+/* Validated zone of the call's (lat, lon) at argument positions */
+static int32
+PredictZoneArgs(FunctionCallInfo fcinfo, const CmlModel *m, int latarg, bool *hot)
+{
+	double		lat = PG_GETARG_FLOAT8(latarg);
+	double		lon = PG_GETARG_FLOAT8(latarg + 1);
+	double		dist;
+
+	CmlCheckLatLon(lat, lon);
+	return CmlPredictZone(m, CmlLatLonToVec(lat, lon), hot, &dist);
 }
 
 /* Validated prediction of the call's (lat, lon) at argument positions */
@@ -508,10 +583,9 @@ Datum
 predict_cluster_by_name(PG_FUNCTION_ARGS)
 {
 	CachedModel *e = ModelByName(fcinfo, PG_NARGS() > 2 ? PG_GETARG_TEXT_PP(2) : NULL);
-	CmlPrediction p;
+	bool		hot;
 
-	PredictArgs(fcinfo, e->model, 0, &p);
-	PG_RETURN_INT32(p.cluster);
+	PG_RETURN_INT32(PredictZoneArgs(fcinfo, e->model, 0, &hot));
 }
 
 PG_FUNCTION_INFO_V1(predict_cluster_bytea);
@@ -519,10 +593,9 @@ Datum
 predict_cluster_bytea(PG_FUNCTION_ARGS)
 {
 	CmlModel   *m = ModelFromBytea(fcinfo, 0);
-	CmlPrediction p;
+	bool		hot;
 
-	PredictArgs(fcinfo, m, 1, &p);
-	PG_RETURN_INT32(p.cluster);
+	PG_RETURN_INT32(PredictZoneArgs(fcinfo, m, 1, &hot));
 }
 
 PG_FUNCTION_INFO_V1(is_hotspot_by_name);
@@ -530,10 +603,10 @@ Datum
 is_hotspot_by_name(PG_FUNCTION_ARGS)
 {
 	CachedModel *e = ModelByName(fcinfo, PG_NARGS() > 2 ? PG_GETARG_TEXT_PP(2) : NULL);
-	CmlPrediction p;
+	bool		hot;
 
-	PredictArgs(fcinfo, e->model, 0, &p);
-	PG_RETURN_BOOL(p.is_hotspot);
+	(void) PredictZoneArgs(fcinfo, e->model, 0, &hot);
+	PG_RETURN_BOOL(hot);
 }
 
 PG_FUNCTION_INFO_V1(is_hotspot_bytea);
@@ -541,10 +614,10 @@ Datum
 is_hotspot_bytea(PG_FUNCTION_ARGS)
 {
 	CmlModel   *m = ModelFromBytea(fcinfo, 0);
-	CmlPrediction p;
+	bool		hot;
 
-	PredictArgs(fcinfo, m, 1, &p);
-	PG_RETURN_BOOL(p.is_hotspot);
+	(void) PredictZoneArgs(fcinfo, m, 1, &hot);
+	PG_RETURN_BOOL(hot);
 }
 
 /* The predict() record */
