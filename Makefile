@@ -15,7 +15,10 @@ OBJS = \
 	src/predict.o \
 	src/registry.o \
 	src/cron.o \
-	src/stats.o
+	src/stats.o \
+	src/s3.o \
+	src/export.o \
+	src/worker.o
 
 # The install script is assembled from one file per subsystem (sql/install/NN_*.sql),
 # in name order, so each subsystem keeps its SQL beside its peers.

@@ -21,6 +21,11 @@ PACKAGES=(
 	python3-psycopg2                       # python integration tests
 	python3-numpy
 	gnuplot-nox                            # benchmark plots
+	radosgw                                # S3 integration test: Ceph RADOS Gateway (SigV4-verifying)
+	ceph-mon                               #   its single monitor
+	ceph-osd                               #   its single OSD (memstore)
+	ceph-common                            #   ceph, radosgw-admin, monmaptool
+	awscli                                 # independent S3 client to read exports back
 )
 
 # Packages dpkg reports as not fully installed.

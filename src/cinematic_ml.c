@@ -7,7 +7,9 @@
 #include "utils/guc.h"
 
 #include "predict.h"
+#include "s3.h"
 #include "stats.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -35,7 +37,9 @@ _PG_init(void)
 							   PGC_USERSET,
 							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
 							   NULL, NULL, NULL);
-	MarkGUCPrefixReserved("cinematic_ml");
+	CmlS3Init();
 	CmlPredictInit();
 	CmlStatsInit();
+	CmlWorkerInit();
+	MarkGUCPrefixReserved("cinematic_ml");
 }
