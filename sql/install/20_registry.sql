@@ -66,6 +66,11 @@ DECLARE
     -- why the change happened, when the policy (retrain) made it
     note jsonb := coalesce(nullif(current_setting('cinematic_ml.audit_note', true), '')::jsonb, '{}');
 BEGIN
+    -- a row stamped before this transaction is being restored (pg_restore, a plain dump):
+    -- its history is restored too, so nothing is archived or audited again
+    IF TG_OP = 'INSERT' AND NEW.created_at < now() THEN
+        RETURN NEW;
+    END IF;
     IF TG_OP = 'DELETE' THEN
         IF OLD.status = 'active' THEN
             RAISE EXCEPTION 'cannot delete the active version % of model "%"', OLD.version, OLD.model_name

@@ -25,6 +25,9 @@ SELECT pg_catalog.pg_extension_config_dump('exports', '');
 CREATE FUNCTION _enqueue_export() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF TG_OP = 'INSERT' AND NEW.created_at < now() THEN
+        RETURN NEW;             -- a restored row: its exports are restored too
+    END IF;
     IF TG_OP = 'INSERT' THEN
         INSERT INTO @extschema@.exports (model_name, version, kind)
         VALUES (NEW.model_name, NEW.version, 'version') ON CONFLICT DO NOTHING;

@@ -31,6 +31,9 @@ SELECT pg_catalog.pg_extension_config_dump('alias_history_change_id_seq', '');
 CREATE FUNCTION _alias_audit() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF TG_OP = 'INSERT' AND NEW.updated_at < now() THEN
+        RETURN NEW;             -- a restored row: its history is restored too
+    END IF;
     IF TG_OP = 'UPDATE' AND (NEW.model_name <> OLD.model_name OR NEW.alias <> OLD.alias) THEN
         RAISE EXCEPTION 'an alias cannot be renamed; delete it and create another' USING ERRCODE = 'feature_not_supported';
     END IF;

@@ -595,6 +595,24 @@ def test_rotation(cur, lat, lon, sk):
               np.all(dd <= np.maximum(1e-9 * np.maximum(d1, d2), 1e-6)),
               "(worst rel %.1e, worst abs %.1e m)" % (worst, float(dd.max())))
 
+    # drift: the same window, rotated with the model, gives the same report
+    for alg, mo, mr in (("DBSCAN", "cont_db", "cont_db_rot"), ("k-means", "cont_km", "cont_km_rot")):
+        reports = []
+        for name, table in ((mo, "cont"), (mr, "cont_rot")):
+            cur.execute("SELECT cinematic_ml.register_model(%s, model) FROM fitted WHERE name = %s", ("g_" + name, name))
+            cur.execute("SELECT cinematic_ml.drift(%%s, 'SELECT lat, lon FROM %s WHERE id %%%% 3 = 0 ORDER BY id')" % table,
+                        ("g_" + name,))
+            reports.append(cur.fetchone()[0])
+        a, b = reports
+        figs = [(a["seed_rule"]["rel_change"][k], b["seed_rule"]["rel_change"][k])
+                for k in ("n_zones", "mean_points_per_zone", "mean_zone_radius_m")]
+        figs += [(a["share_drift"][k], b["share_drift"][k]) for k in ("chi2", "psi", "js_distance")]
+        figs += [(a["geometry"]["max_centroid_shift_m"], b["geometry"]["max_centroid_shift_m"])]
+        worst = max(abs(x - y) / max(abs(x), abs(y), 1e-9) for x, y in figs)
+        check("%s: drift report identical on the rotated window (verdict %s)" % (alg, a["verdict"]),
+              a["verdict"] == b["verdict"] and a["geometry"]["transitions"] == b["geometry"]["transitions"]
+              and worst <= 1e-6, "(worst rel %.1e)" % worst)
+
 
 # ----------------------------------------------------------------- 5. edges
 
