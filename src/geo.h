@@ -36,14 +36,17 @@ CmlLatLonValid(double lat, double lon)
 static inline CmlVec3
 CmlLatLonToVec(double lat, double lon)
 {
-	double		phi = lat * (M_PI / 180.0);
-	double		lam = lon * (M_PI / 180.0);
-	double		c = cos(phi);
+	double		sphi,
+				cphi,
+				slam,
+				clam;
 	CmlVec3		v;
 
-	v.x = c * cos(lam);
-	v.y = c * sin(lam);
-	v.z = sin(phi);
+	sincos(lat * (M_PI / 180.0), &sphi, &cphi);
+	sincos(lon * (M_PI / 180.0), &slam, &clam);
+	v.x = cphi * clam;
+	v.y = cphi * slam;
+	v.z = sphi;
 	return v;
 }
 

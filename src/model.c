@@ -299,6 +299,7 @@ CmlModelDeserialize(const bytea *raw)
 				CORRUPT("zone %d center is not inside the unit sphere", i);
 		}
 		z->unit = CmlLatLonToVec(z->lat, z->lon);
+		z->radius_chord2 = CmlMetresToChord2(z->radius_m);
 	}
 	if (sum_points + m->n_noise != m->n_train)
 		CORRUPT("zone sizes and noise do not add up to the training count");
@@ -340,6 +341,7 @@ CmlModelPrepare(CmlModel *m)
 		m->core_index = CmlCoreIndexBuild(m);
 }
 
+
 /* Zone whose centroid is nearest on the sphere; -1 without zones */
 static int32
 NearestCentroid(const CmlModel *m, CmlVec3 v, double *chord2)
@@ -362,40 +364,56 @@ NearestCentroid(const CmlModel *m, CmlVec3 v, double *chord2)
 }
 
 /*
- * The zone of a point and whether it is a hotspot: all predict_cluster and
- * is_hotspot need.  k-means: the nearest 3-D mean (the training rule), a
- * hotspot within that zone's radius.  DBSCAN: one look-up in the core index.
+ * The zone of a point, and when asked whether it is a hotspot and its
+ * distance to the zone's centroid (k-means only; NaN for DBSCAN).  k-means:
+ * the nearest 3-D mean (the training rule), a hotspot within that zone's
+ * radius, compared as chords so no inverse trigonometry runs per row.
+ * DBSCAN: one look-up in the core index.
  */
 int32
 CmlPredictZone(const CmlModel *m, CmlVec3 v, bool *is_hotspot, double *distance_m)
 {
-	int32		best = 0;
-	double		bestd;
-	double		d;
+	int32		best;
 
-	*is_hotspot = false;
-	*distance_m = NAN;
+	if (is_hotspot)
+		*is_hotspot = false;
+	if (distance_m)
+		*distance_m = NAN;
 	if (m->n_zones == 0)
 		return -1;
 	if (m->algorithm == CML_ALG_DBSCAN)
 	{
 		int32		zone = CmlCoreIndexLookup(m, v);
 
-		*is_hotspot = zone >= 0;
+		if (is_hotspot)
+			*is_hotspot = zone >= 0;
 		return zone;
 	}
-	bestd = CmlChord2(v, m->zones[0].center);
-	for (int32 i = 1; i < m->n_zones; i++)
+	best = 0;
 	{
-		d = CmlChord2(v, m->zones[i].center);
-		if (d < bestd)
+		double		bestd = CmlChord2(v, m->zones[0].center);
+
+		for (int32 i = 1; i < m->n_zones; i++)
 		{
-			bestd = d;
-			best = i;
+			double		d = CmlChord2(v, m->zones[i].center);
+
+			if (d < bestd)
+			{
+				bestd = d;
+				best = i;
+			}
 		}
 	}
-	*distance_m = CmlVecDistance(v, m->zones[best].unit);
-	*is_hotspot = *distance_m <= m->zones[best].radius_m;
+	if (is_hotspot || distance_m)
+	{
+		double		c2 = CmlChord2(v, m->zones[best].unit);
+
+		/* the slack keeps the farthest training point inside despite rounding */
+		if (is_hotspot)
+			*is_hotspot = c2 <= m->zones[best].radius_chord2 * (1.0 + 1e-12);
+		if (distance_m)
+			*distance_m = CmlChord2ToMetres(c2);
+	}
 	return best;
 }
 

@@ -58,6 +58,7 @@ typedef struct CmlZone
 	double		mean_m;			/* mean of that distance */
 	CmlVec3		center;			/* k-means: 3-D mean (assignment); DBSCAN: unit centroid */
 	CmlVec3		unit;			/* unit vector of (lat, lon), derived */
+	double		radius_chord2;	/* radius_m as a squared chord, derived */
 } CmlZone;
 
 /* Spatial index over DBSCAN core points, built on load (see dbscan.c) */

@@ -316,6 +316,7 @@ typedef struct PredictCall
 {
 	bool		resolved;
 	char	   *name;			/* the name it was resolved for; NULL = default */
+	Size		name_len;
 	CachedModel *entry[2];		/* pinned: the served version; [1] the challenger when routed */
 	double		share;			/* routed calls: challenger share */
 	uint64		count[2];		/* predictions per entry, added to the stats at the end */
@@ -392,8 +393,8 @@ SameName(const PredictCall *pc, text *name_text)
 		return false;
 	if (name_text == NULL || pc->name == NULL)
 		return name_text == NULL && pc->name == NULL;
-	return strlen(pc->name) == VARSIZE_ANY_EXHDR(name_text) &&
-		memcmp(pc->name, VARDATA_ANY(name_text), VARSIZE_ANY_EXHDR(name_text)) == 0;
+	return pc->name_len == VARSIZE_ANY_EXHDR(name_text) &&
+		memcmp(pc->name, VARDATA_ANY(name_text), pc->name_len) == 0;
 }
 
 /* Pin a version as the statement's entry i */
@@ -439,6 +440,7 @@ ResolveModel(FunctionCallInfo fcinfo, text *name_text, bool routed, text *key)
 			pc->share = r->share;
 		}
 		pc->name = name_text ? MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, name) : NULL;
+		pc->name_len = pc->name ? strlen(pc->name) : 0;
 		pc->resolved = true;
 	}
 	e = pc->entry[0];
@@ -561,10 +563,9 @@ PredictZoneArgs(FunctionCallInfo fcinfo, const CmlModel *m, int latarg, bool *ho
 {
 	double		lat = PG_GETARG_FLOAT8(latarg);
 	double		lon = PG_GETARG_FLOAT8(latarg + 1);
-	double		dist;
 
 	CmlCheckLatLon(lat, lon);
-	return CmlPredictZone(m, CmlLatLonToVec(lat, lon), hot, &dist);
+	return CmlPredictZone(m, CmlLatLonToVec(lat, lon), hot, NULL);
 }
 
 /* Validated prediction of the call's (lat, lon) at argument positions */
@@ -583,9 +584,8 @@ Datum
 predict_cluster_by_name(PG_FUNCTION_ARGS)
 {
 	CachedModel *e = ModelByName(fcinfo, PG_NARGS() > 2 ? PG_GETARG_TEXT_PP(2) : NULL);
-	bool		hot;
 
-	PG_RETURN_INT32(PredictZoneArgs(fcinfo, e->model, 0, &hot));
+	PG_RETURN_INT32(PredictZoneArgs(fcinfo, e->model, 0, NULL));
 }
 
 PG_FUNCTION_INFO_V1(predict_cluster_bytea);
@@ -593,9 +593,8 @@ Datum
 predict_cluster_bytea(PG_FUNCTION_ARGS)
 {
 	CmlModel   *m = ModelFromBytea(fcinfo, 0);
-	bool		hot;
 
-	PG_RETURN_INT32(PredictZoneArgs(fcinfo, m, 1, &hot));
+	PG_RETURN_INT32(PredictZoneArgs(fcinfo, m, 1, NULL));
 }
 
 PG_FUNCTION_INFO_V1(is_hotspot_by_name);

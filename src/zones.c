@@ -137,6 +137,7 @@ CmlComputeZones(CmlModel *m, const CmlVec3 *x, const int32 *labels, int64 n,
 		int64		rank = (int64) ceil(0.9 * cnt) - 1;
 
 		zone->mean_m /= cnt;
+		zone->radius_chord2 = CmlMetresToChord2(zone->radius_m);
 		zone->p90_m = SelectKth(dist + start[z], cnt, Max(rank, 0));
 		/* rounding must not put the mean above the max */
 		if (zone->mean_m > zone->radius_m)
