@@ -166,8 +166,8 @@ FROM shoots GROUP BY 1 ORDER BY 2 DESC LIMIT 5;
 \echo '=== 8. The zones of the active version: centroid, size, radius, density ==='
 SELECT * FROM cinematic_ml.zones('paris');
 
-\echo '=== 9. DBSCAN hotspots (the original pipeline''s rule: haversine, eps 100 m, min 10 points) ==='
-SELECT cinematic_ml.train('hotspots', 'SELECT lat, lon FROM shoots', 'dbscan', '{"eps_m":100,"min_points":10}');
+\echo '=== 9. DBSCAN hotspots on 2016-2019 (the original pipeline''s rule: haversine, eps 100 m, min 10 points) ==='
+SELECT cinematic_ml.train('hotspots', 'SELECT lat, lon FROM shoots WHERE year <= 2019', 'dbscan', '{"eps_m":100,"min_points":10}');
 SELECT metrics->'n_zones' AS zones, metrics->'noise_share' AS noise_share,
        round((metrics->>'mean_points_per_zone')::numeric, 1) AS mean_points_per_zone,
        round((metrics->>'mean_zone_radius_m')::numeric, 1) AS mean_zone_radius_m
@@ -176,6 +176,23 @@ SELECT * FROM cinematic_ml.predict(48.8606, 2.3376, 'hotspots');
 SELECT zone_id, round(lat::numeric, 5) AS lat, round(lon::numeric, 5) AS lon, n_points,
        round(radius_m::numeric, 1) AS radius_m, round(density_per_km2::numeric) AS per_km2
   FROM cinematic_ml.zones('hotspots') ORDER BY n_points DESC LIMIT 10;
+
+
+\echo
+\echo '=== 10. Has the city changed? A drift check of 2020-2023 against the 2016-2019 hotspots ==='
+SELECT r->>'verdict' AS verdict, r->'reasons' AS reasons FROM cinematic_ml.drift('hotspots', 'SELECT lat, lon FROM shoots WHERE year >= 2020') r;
+SELECT check_id, verdict, rel_n_zones, rel_mean_points, rel_mean_radius, round(p_value::numeric, 6) AS p_value,
+       round(psi::numeric, 3) AS psi, round(js_distance::numeric, 3) AS js, round(max_centroid_shift_m::numeric) AS max_shift_m
+  FROM cinematic_ml.drift_history;
+
+\echo
+\echo '=== 11. The retrain policy: the window is now 2020-2023; retrain only if the city really changed ==='
+UPDATE cinematic_ml.models SET source_query = 'SELECT lat, lon FROM shoots WHERE year >= 2020', auto_promote = true
+ WHERE model_name = 'hotspots';
+SELECT cinematic_ml.retrain('hotspots') - 'gate' AS decision;
+SELECT model_name, version, status, n_rows, (metrics->>'n_zones')::int AS zones FROM cinematic_ml.model_versions
+ WHERE model_name = 'hotspots' ORDER BY version;
+SELECT * FROM cinematic_ml.active_models;
 
 \set ECHO none
 \echo
