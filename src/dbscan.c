@@ -1500,71 +1500,38 @@ dbscan_fit_final(PG_FUNCTION_ARGS)
 														   (int32) pts->param[1], NULL)));
 }
 
-/* Labels of one window partition, computed on its first row */
-typedef struct DbscanWindow
+/* The window's DBSCAN labels: labels only, no model, so no zone figures and no zone limit */
+static void
+DbscanWindowFit(FunctionCallInfo fcinfo, const CmlPoints *pts, int32 *labels)
 {
-	bool		done;
-	int32		labels[FLEXIBLE_ARRAY_MEMBER];	/* -2 = NULL coordinate */
-} DbscanWindow;
+	WindowObject winobj = PG_WINDOW_OBJECT();
+	bool		n1,
+				n2;
+	Datum		eps = WinGetFuncArgCurrent(winobj, 2, &n1);
+	Datum		minpts = WinGetFuncArgCurrent(winobj, 3, &n2);
+	CmlVec3    *x;
+	bool	   *core;
+
+	if (n1 || n2)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("eps_m and min_points must not be NULL")));
+	CheckDbscanParams(DatumGetFloat8(eps), DatumGetInt32(minpts));
+	x = CmlPointsToVectors(pts);
+	core = palloc_extended(sizeof(bool) * pts->n, MCXT_ALLOC_HUGE);
+	(void) DbscanVectors(x, pts->n, DatumGetFloat8(eps), DatumGetInt32(minpts), labels, core);
+	pfree(x);
+	pfree(core);
+}
 
 PG_FUNCTION_INFO_V1(cluster_dbscan);
+/* cluster_dbscan(lat, lon, eps_m, min_points) OVER (...): each row's zone, -1 for noise */
 Datum
 cluster_dbscan(PG_FUNCTION_ARGS)
 {
-	WindowObject winobj = PG_WINDOW_OBJECT();
-	int64		nrows = WinGetPartitionRowCount(winobj);
-	DbscanWindow *wl;
 	int32		label;
 
-	wl = WinGetPartitionLocalMemory(winobj,
-									add_size(offsetof(DbscanWindow, labels),
-											 mul_size(sizeof(int32), nrows)));
-	if (!wl->done)
-	{
-		CmlPoints  *pts = CmlPointsCreate();
-		int64	   *rowof = palloc_extended(sizeof(int64) * Max(nrows, 1), MCXT_ALLOC_HUGE);
-		int32	   *labels;
-		bool		n1,
-					n2;
-		Datum		eps = WinGetFuncArgCurrent(winobj, 2, &n1);
-		Datum		minpts = WinGetFuncArgCurrent(winobj, 3, &n2);
-
-		if (n1 || n2)
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("eps_m and min_points must not be NULL")));
-		CheckDbscanParams(DatumGetFloat8(eps), DatumGetInt32(minpts));
-		for (int64 r = 0; r < nrows; r++)
-		{
-			bool		isout;
-			Datum		lat = WinGetFuncArgInPartition(winobj, 0, r, WINDOW_SEEK_HEAD, false, &n1, &isout);
-			Datum		lon = WinGetFuncArgInPartition(winobj, 1, r, WINDOW_SEEK_HEAD, false, &n2, &isout);
-
-			wl->labels[r] = -2;
-			if (n1 || n2)
-				continue;
-			rowof[pts->n] = r;
-			CmlPointsAdd(pts, DatumGetFloat8(lat), DatumGetFloat8(lon));
-		}
-		if (pts->n > 0)
-		{
-			/* labels only: no model, so no zone figures and no limit on the zone count */
-			CmlVec3    *x = CmlPointsToVectors(pts);
-			bool	   *core = palloc_extended(sizeof(bool) * pts->n, MCXT_ALLOC_HUGE);
-
-			labels = palloc_extended(sizeof(int32) * pts->n, MCXT_ALLOC_HUGE);
-			(void) DbscanVectors(x, pts->n, DatumGetFloat8(eps), DatumGetInt32(minpts),
-								 labels, core);
-			for (int64 i = 0; i < pts->n; i++)
-				wl->labels[rowof[i]] = labels[i];
-			pfree(x);
-			pfree(core);
-			pfree(labels);
-		}
-		wl->done = true;
-	}
-	label = wl->labels[WinGetCurrentPosition(winobj)];
-	if (label == -2)
+	if (!CmlWindowLabel(fcinfo, DbscanWindowFit, &label))
 		PG_RETURN_NULL();
 	PG_RETURN_INT32(label);
 }

@@ -473,68 +473,40 @@ kmeans_fit_final(PG_FUNCTION_ARGS)
 															pts->options, NULL)));
 }
 
-/* Labels of one window partition, computed on its first row */
-typedef struct WindowLabels
+/* The window's k-means labels */
+static void
+KmeansWindowFit(FunctionCallInfo fcinfo, const CmlPoints *pts, int32 *labels)
 {
-	bool		done;
-	int32		labels[FLEXIBLE_ARRAY_MEMBER];	/* -2 = NULL coordinate */
-} WindowLabels;
+	WindowObject winobj = PG_WINDOW_OBJECT();
+	bool		isnull;
+	Datum		d = WinGetFuncArgCurrent(winobj, 2, &isnull);
+	Jsonb	   *options = NULL;
+	int32	   *fitted;
+
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("k must not be NULL")));
+	if (PG_NARGS() > 3)
+	{
+		Datum		o = WinGetFuncArgCurrent(winobj, 3, &isnull);
+
+		if (!isnull)
+			options = DatumGetJsonbP(o);
+	}
+	(void) CmlKmeansFitPoints(pts, DatumGetInt32(d), false, options, &fitted);
+	memcpy(labels, fitted, sizeof(int32) * pts->n);
+	pfree(fitted);
+}
 
 PG_FUNCTION_INFO_V1(cluster_kmeans);
+/* cluster_kmeans(lat, lon, k [, options]) OVER (...): each row's k-means zone */
 Datum
 cluster_kmeans(PG_FUNCTION_ARGS)
 {
-	WindowObject winobj = PG_WINDOW_OBJECT();
-	int64		nrows = WinGetPartitionRowCount(winobj);
-	WindowLabels *wl;
 	int32		label;
 
-	wl = WinGetPartitionLocalMemory(winobj,
-									add_size(offsetof(WindowLabels, labels),
-											 mul_size(sizeof(int32), nrows)));
-	if (!wl->done)
-	{
-		CmlPoints  *pts = CmlPointsCreate();
-		int64	   *rowof = palloc_extended(sizeof(int64) * Max(nrows, 1), MCXT_ALLOC_HUGE);
-		int32	   *labels;
-		bool		isnull;
-		Datum		d;
-		int32		k;
-		Jsonb	   *options = NULL;
-
-		d = WinGetFuncArgCurrent(winobj, 2, &isnull);
-		if (isnull)
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("k must not be NULL")));
-		k = DatumGetInt32(d);
-		if (PG_NARGS() > 3)
-		{
-			d = WinGetFuncArgCurrent(winobj, 3, &isnull);
-			if (!isnull)
-				options = DatumGetJsonbP(d);
-		}
-		for (int64 r = 0; r < nrows; r++)
-		{
-			bool		n1,
-						n2,
-						isout;
-			Datum		lat = WinGetFuncArgInPartition(winobj, 0, r, WINDOW_SEEK_HEAD, false, &n1, &isout);
-			Datum		lon = WinGetFuncArgInPartition(winobj, 1, r, WINDOW_SEEK_HEAD, false, &n2, &isout);
-
-			wl->labels[r] = -2;
-			if (n1 || n2)
-				continue;
-			rowof[pts->n] = r;
-			CmlPointsAdd(pts, DatumGetFloat8(lat), DatumGetFloat8(lon));
-		}
-		CmlKmeansFitPoints(pts, k, false, options, &labels);
-		for (int64 i = 0; i < pts->n; i++)
-			wl->labels[rowof[i]] = labels[i];
-		wl->done = true;
-	}
-	label = wl->labels[WinGetCurrentPosition(winobj)];
-	if (label == -2)
+	if (!CmlWindowLabel(fcinfo, KmeansWindowFit, &label))
 		PG_RETURN_NULL();
 	PG_RETURN_INT32(label);
 }

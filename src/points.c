@@ -13,6 +13,7 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
+#include "windowapi.h"
 
 #include "points.h"
 
@@ -284,6 +285,67 @@ CmlPointsFromQuery(const char *query, const char *what)
 	SPI_cursor_close(portal);
 	SPI_finish();
 	return pts;
+}
+
+/* ---------- window functions: one fit per partition, a label per row ---------- */
+
+/* Labels of one window partition, computed on its first row */
+typedef struct WindowLabels
+{
+	bool		done;
+	int32		labels[FLEXIBLE_ARRAY_MEMBER];	/* -2 = NULL coordinate */
+} WindowLabels;
+
+/*
+ * The current row's label: on the partition's first call, collect its
+ * (lat, lon) rows (arguments 0 and 1), fit, and keep every row's label in
+ * partition memory.  False for a row with a NULL coordinate.
+ */
+bool
+CmlWindowLabel(FunctionCallInfo fcinfo, CmlWindowFitFn fit, int32 *label)
+{
+	WindowObject winobj = PG_WINDOW_OBJECT();
+	int64		nrows = WinGetPartitionRowCount(winobj);
+	WindowLabels *wl;
+
+	wl = WinGetPartitionLocalMemory(winobj,
+									add_size(offsetof(WindowLabels, labels),
+											 mul_size(sizeof(int32), nrows)));
+	if (!wl->done)
+	{
+		CmlPoints  *pts = CmlPointsCreate();
+		int64	   *rowof = palloc_extended(sizeof(int64) * Max(nrows, 1), MCXT_ALLOC_HUGE);
+
+		for (int64 r = 0; r < nrows; r++)
+		{
+			bool		n1,
+						n2,
+						isout;
+			Datum		lat = WinGetFuncArgInPartition(winobj, 0, r, WINDOW_SEEK_HEAD, false, &n1, &isout);
+			Datum		lon = WinGetFuncArgInPartition(winobj, 1, r, WINDOW_SEEK_HEAD, false, &n2, &isout);
+
+			wl->labels[r] = -2;
+			if (n1 || n2)
+				continue;
+			rowof[pts->n] = r;
+			CmlPointsAdd(pts, DatumGetFloat8(lat), DatumGetFloat8(lon));
+		}
+		if (pts->n > 0)
+		{
+			int32	   *labels = palloc_extended(sizeof(int32) * pts->n, MCXT_ALLOC_HUGE);
+
+			fit(fcinfo, pts, labels);
+			for (int64 i = 0; i < pts->n; i++)
+				wl->labels[rowof[i]] = labels[i];
+			pfree(labels);
+		}
+		pfree(rowof);
+		pfree(pts->ll);
+		pfree(pts);
+		wl->done = true;
+	}
+	*label = wl->labels[WinGetCurrentPosition(winobj)];
+	return *label != -2;
 }
 
 /* ---------- aggregate state shared by kmeans_fit and dbscan_fit ---------- */

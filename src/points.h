@@ -49,6 +49,10 @@ extern void CmlPointsAddLabelled(CmlPoints *pts, double lat, double lon, int32 l
 extern CmlVec3 *CmlPointsToVectors(const CmlPoints *pts);
 extern CmlPoints *CmlPointsFromQuery(const char *query, const char *what);
 
+/* Window functions: fill labels[0..pts->n-1] for the partition's points (reads its own args) */
+typedef void (*CmlWindowFitFn) (FunctionCallInfo fcinfo, const CmlPoints *pts, int32 *labels);
+extern bool CmlWindowLabel(FunctionCallInfo fcinfo, CmlWindowFitFn fit, int32 *label);
+
 /* Fitting entry points (kmeans.c, dbscan.c), model allocated in the current context */
 extern CmlModel *CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options,
 									Jsonb *options, int32 **labels_out);
