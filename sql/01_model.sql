@@ -30,8 +30,10 @@ SELECT cinematic_ml.model_info('hello world'::bytea);
 -- truncated
 SELECT cinematic_ml.model_info(substring(model FROM 1 FOR 30)) FROM m;
 SELECT cinematic_ml.model_info(substring(model FROM 1 FOR length(model) - 1)) FROM m;
--- one flipped byte in the body: the checksum catches it
+-- one flipped byte in the body: the checksum catches it (the values vary with the model: SQLSTATE only)
+\set VERBOSITY sqlstate
 SELECT cinematic_ml.model_info(set_byte(model, 100, get_byte(model, 100) # 1)) FROM m;
+\set VERBOSITY default
 -- a newer format than this library knows
 SELECT cinematic_ml.model_info(set_byte(model, 4, 2)) FROM m;
 -- format version 0, unknown algorithm, non-zero reserved field
@@ -43,7 +45,9 @@ SELECT cinematic_ml.model_info(set_byte(model, 12, get_byte(model, 12) # 1)) FRO
 -- extra bytes at the end
 SELECT cinematic_ml.model_info(model || '\x00'::bytea) FROM m;
 -- predict refuses damage the same way
+\set VERBOSITY sqlstate
 SELECT cinematic_ml.predict_cluster(set_byte(model, 100, get_byte(model, 100) # 1), 48.85, 2.35) FROM m;
+\set VERBOSITY default
 -- a damaged model loses nothing: the original still works
 SELECT cinematic_ml.predict_cluster(model, 48.85, 2.35) >= 0 AS ok FROM m;
 DROP TABLE pts, m;

@@ -47,7 +47,7 @@ INSERT INTO cinematic_ml.model_aliases (model_name, alias, version) VALUES ('cc'
 INSERT INTO cinematic_ml.model_aliases (model_name, alias, version) VALUES ('cc', 'Bad Alias', 1);
 \set VERBOSITY default
 UPDATE cinematic_ml.models SET settings = '{"challenger_share": 1.5}' WHERE model_name = 'cc';
-SELECT cinematic_ml.predict(48.8606, 2.3376, 'cc', 'x');
+SELECT (p).cluster >= 0 AS has_zone, (p).model_version FROM (SELECT cinematic_ml.predict(48.8606, 2.3376, 'cc', 'x') AS p) s;
 DELETE FROM cinematic_ml.model_aliases WHERE model_name = 'cc' AND alias = 'challenger';
 SELECT cinematic_ml.compare_versions('cc', 'SELECT lat, lon FROM cc_points');
 SELECT cinematic_ml.predict(48.8606, 2.3376, 'nope', 'x');

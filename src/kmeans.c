@@ -437,6 +437,21 @@ CmlKmeansCheckParams(Jsonb *params)
 				 errhint("For example '{\"k\": 16}'.")));
 }
 
+/* Order of two points by (lat, lon) */
+static int
+ComparePointOrder(const void *a, const void *b, void *arg)
+{
+	const double *ll = (const double *) arg;
+	int64		i = *(const int64 *) a;
+	int64		j = *(const int64 *) b;
+
+	if (ll[2 * i] != ll[2 * j])
+		return ll[2 * i] < ll[2 * j] ? -1 : 1;
+	if (ll[2 * i + 1] != ll[2 * j + 1])
+		return ll[2 * i + 1] < ll[2 * j + 1] ? -1 : 1;
+	return 0;
+}
+
 /* Fit k-means on a point set; k_in_options when k comes from the options (train) */
 CmlModel *
 CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *options,
@@ -445,6 +460,8 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	KmeansOptions o;
 	CmlVec3    *x;
 	CmlModel   *model;
+	int64	   *order;
+	int32	   *sorted_labels = NULL;
 
 	if (k_in_options)
 		CmlKmeansCheckParams(options);
@@ -452,9 +469,30 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	if (!k_in_options)
 		o.k = k;
 	CheckK(o.k, pts->n);
-	x = CmlPointsToVectors(pts);
-	model = KmeansFitVectors(x, pts->n, &o, labels_out);
+
+	/*
+	 * Fit on the points in a canonical order, so the model depends only on
+	 * the set of points and the seed: not on the scan order, nor on the order
+	 * in which parallel workers' partial states were combined.
+	 */
+	order = palloc_extended(sizeof(int64) * pts->n, MCXT_ALLOC_HUGE);
+	for (int64 i = 0; i < pts->n; i++)
+		order[i] = i;
+	qsort_arg(order, pts->n, sizeof(int64), ComparePointOrder, (void *) pts->ll);
+	x = palloc_extended(sizeof(CmlVec3) * pts->n, MCXT_ALLOC_HUGE);
+	for (int64 i = 0; i < pts->n; i++)
+		x[i] = CmlLatLonToVec(pts->ll[2 * order[i]], pts->ll[2 * order[i] + 1]);
+	model = KmeansFitVectors(x, pts->n, &o, labels_out ? &sorted_labels : NULL);
+	if (labels_out)
+	{
+		/* back to the caller's order */
+		*labels_out = palloc_extended(sizeof(int32) * Max(pts->n, 1), MCXT_ALLOC_HUGE);
+		for (int64 i = 0; i < pts->n; i++)
+			(*labels_out)[order[i]] = sorted_labels[i];
+		pfree(sorted_labels);
+	}
 	pfree(x);
+	pfree(order);
 	return model;
 }
 
