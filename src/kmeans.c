@@ -200,9 +200,19 @@ KmeansOnce(const CmlVec3 *x, int64 n, const KmeansOptions *o, double tol_abs,
 
 	SeedCenters(x, n, k, rng, c, u, l, work + 2 * n);
 
-	/* first assignment: every distance */
+	/* first assignment: every distance; the sums then follow each reassignment */
+	memset(sum, 0, sizeof(CmlVec3) * k);
+	memset(cnt, 0, sizeof(int64) * k);
 	for (int64 i = 0; i < n; i++)
-		a[i] = NearestTwo(x[i], c, k, &u[i], &l[i]);
+	{
+		int32		j = NearestTwo(x[i], c, k, &u[i], &l[i]);
+
+		a[i] = j;
+		sum[j].x += x[i].x;
+		sum[j].y += x[i].y;
+		sum[j].z += x[i].z;
+		cnt[j]++;
+	}
 
 	for (it = 0; it < o->max_iter; it++)
 	{
@@ -214,16 +224,6 @@ KmeansOnce(const CmlVec3 *x, int64 n, const KmeansOptions *o, double tol_abs,
 
 		CHECK_FOR_INTERRUPTS();
 
-		/* M-step: means of the current assignment */
-		memset(sum, 0, sizeof(CmlVec3) * k);
-		memset(cnt, 0, sizeof(int64) * k);
-		for (int64 i = 0; i < n; i++)
-		{
-			sum[a[i]].x += x[i].x;
-			sum[a[i]].y += x[i].y;
-			sum[a[i]].z += x[i].z;
-			cnt[a[i]]++;
-		}
 		/* re-seed empty clusters on the points farthest from their centers */
 		for (int32 j = 0; j < k; j++)
 		{
@@ -257,6 +257,8 @@ KmeansOnce(const CmlVec3 *x, int64 n, const KmeansOptions *o, double tol_abs,
 			u[fi] = 0.0;
 			l[fi] = 0.0;
 		}
+
+		/* M-step: the means of the current assignment */
 		for (int32 j = 0; j < k; j++)
 		{
 			CmlVec3		nc;
@@ -277,14 +279,6 @@ KmeansOnce(const CmlVec3 *x, int64 n, const KmeansOptions *o, double tol_abs,
 			else if (p[j] > pmax2)
 				pmax2 = p[j];
 		}
-
-		/* bounds follow the centers' moves */
-		for (int64 i = 0; i < n; i++)
-		{
-			u[i] += p[a[i]];
-			l[i] -= (a[i] == jmax) ? pmax2 : pmax;
-		}
-
 		if (shift <= tol_abs)
 			break;
 
@@ -304,20 +298,36 @@ KmeansOnce(const CmlVec3 *x, int64 n, const KmeansOptions *o, double tol_abs,
 			s[j] = 0.5 * sqrt(m);
 		}
 
-		/* E-step with Hamerly's test; a tiny slack keeps rounding from skipping a real change */
+		/*
+		 * E-step with Hamerly's test, in one pass: the bounds follow the
+		 * centers' moves, and a tiny slack keeps rounding from skipping a
+		 * real change.
+		 */
 		for (int64 i = 0; i < n; i++)
 		{
-			double		z = Max(s[a[i]], l[i]) * (1.0 - 1e-12);
+			int32		ai = a[i];
+			double		z;
 			int32		b;
 
+			u[i] += p[ai];
+			l[i] -= (ai == jmax) ? pmax2 : pmax;
+			z = Max(s[ai], l[i]) * (1.0 - 1e-12);
 			if (u[i] <= z)
 				continue;
-			u[i] = sqrt(CmlChord2(x[i], c[a[i]]));
+			u[i] = sqrt(CmlChord2(x[i], c[ai]));
 			if (u[i] <= z)
 				continue;
 			b = NearestTwo(x[i], c, k, &u[i], &l[i]);
-			if (b != a[i])
+			if (b != ai)
 			{
+				sum[ai].x -= x[i].x;
+				sum[ai].y -= x[i].y;
+				sum[ai].z -= x[i].z;
+				cnt[ai]--;
+				sum[b].x += x[i].x;
+				sum[b].y += x[i].y;
+				sum[b].z += x[i].z;
+				cnt[b]++;
 				a[i] = b;
 				changed++;
 			}
@@ -437,20 +447,32 @@ CmlKmeansCheckParams(Jsonb *params)
 				 errhint("For example '{\"k\": 16}'.")));
 }
 
-/* Order of two points by (lat, lon) */
-static int
-ComparePointOrder(const void *a, const void *b, void *arg)
+/* A point and its input position, sorted by (lat, lon) */
+typedef struct OrderedPoint
 {
-	const double *ll = (const double *) arg;
-	int64		i = *(const int64 *) a;
-	int64		j = *(const int64 *) b;
+	double		lat;
+	double		lon;
+	int64		pos;
+} OrderedPoint;
 
-	if (ll[2 * i] != ll[2 * j])
-		return ll[2 * i] < ll[2 * j] ? -1 : 1;
-	if (ll[2 * i + 1] != ll[2 * j + 1])
-		return ll[2 * i + 1] < ll[2 * j + 1] ? -1 : 1;
+/* Order of two points by (lat, lon) */
+static inline int
+ComparePointOrder(const OrderedPoint *a, const OrderedPoint *b)
+{
+	if (a->lat != b->lat)
+		return a->lat < b->lat ? -1 : 1;
+	if (a->lon != b->lon)
+		return a->lon < b->lon ? -1 : 1;
 	return 0;
 }
+
+#define ST_SORT sort_points
+#define ST_ELEMENT_TYPE OrderedPoint
+#define ST_COMPARE(a, b) ComparePointOrder(a, b)
+#define ST_SCOPE static
+#define ST_DECLARE
+#define ST_DEFINE
+#include "lib/sort_template.h"
 
 /* Fit k-means on a point set; k_in_options when k comes from the options (train) */
 CmlModel *
@@ -460,7 +482,7 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	KmeansOptions o;
 	CmlVec3    *x;
 	CmlModel   *model;
-	int64	   *order;
+	OrderedPoint *order;
 	int32	   *sorted_labels = NULL;
 
 	if (k_in_options)
@@ -475,20 +497,24 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	 * the set of points and the seed: not on the scan order, nor on the order
 	 * in which parallel workers' partial states were combined.
 	 */
-	order = palloc_extended(sizeof(int64) * pts->n, MCXT_ALLOC_HUGE);
+	order = palloc_extended(sizeof(OrderedPoint) * Max(pts->n, 1), MCXT_ALLOC_HUGE);
 	for (int64 i = 0; i < pts->n; i++)
-		order[i] = i;
-	qsort_arg(order, pts->n, sizeof(int64), ComparePointOrder, (void *) pts->ll);
+	{
+		order[i].lat = pts->ll[2 * i];
+		order[i].lon = pts->ll[2 * i + 1];
+		order[i].pos = i;
+	}
+	sort_points(order, pts->n);
 	x = palloc_extended(sizeof(CmlVec3) * pts->n, MCXT_ALLOC_HUGE);
 	for (int64 i = 0; i < pts->n; i++)
-		x[i] = CmlLatLonToVec(pts->ll[2 * order[i]], pts->ll[2 * order[i] + 1]);
+		x[i] = CmlLatLonToVec(order[i].lat, order[i].lon);
 	model = KmeansFitVectors(x, pts->n, &o, labels_out ? &sorted_labels : NULL);
 	if (labels_out)
 	{
 		/* back to the caller's order */
 		*labels_out = palloc_extended(sizeof(int32) * Max(pts->n, 1), MCXT_ALLOC_HUGE);
 		for (int64 i = 0; i < pts->n; i++)
-			(*labels_out)[order[i]] = sorted_labels[i];
+			(*labels_out)[order[i].pos] = sorted_labels[i];
 		pfree(sorted_labels);
 	}
 	pfree(x);
