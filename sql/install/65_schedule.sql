@@ -109,3 +109,8 @@ GRANT SELECT ON schedules, job_runs TO cinematic_ml_reader;
 GRANT INSERT, UPDATE, DELETE ON schedules TO cinematic_ml_admin;
 REVOKE ALL ON FUNCTION schedule(text, interval, text, boolean), unschedule(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION schedule(text, interval, text, boolean), unschedule(text) TO cinematic_ml_admin;
+
+-- a reader sees the runs of schedules they own; an admin sees all
+ALTER TABLE job_runs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY job_runs_read ON job_runs FOR SELECT
+    USING (run_as = current_user OR pg_has_role(current_user, 'cinematic_ml_admin', 'MEMBER'));

@@ -90,6 +90,17 @@ with database("cml_t_bi") as conn:
             c.check(False, "a reader cannot reset the statistics")
         except psycopg2.Error as e:
             c.check(e.pgcode == "42501", f"a reader cannot reset the statistics ({e.pgcode})")
+        # champion / challenger: the stats separate the two
+        cur.execute("INSERT INTO cinematic_ml.model_aliases VALUES ('paris', 'champion', 1), ('paris', 'challenger', 2)")
+        cur.execute("UPDATE cinematic_ml.models SET settings = '{\"challenger_share\": 0.25}' WHERE model_name = 'paris'")
+        cur.execute("SELECT cinematic_ml.stats_reset('paris')")
+        cur.execute("SELECT count(*) FILTER (WHERE p.model_version = 2) FROM generate_series(1, 2000) k, "
+                    "LATERAL cinematic_ml.predict(48.86, 2.33, 'paris', 'user-' || k) p")
+        routed = cur.fetchone()[0]
+        cur.execute("SELECT predictions, predictions_challenger FROM cinematic_ml.stats WHERE model_name = 'paris'")
+        row = cur.fetchone()
+        c.check(row == (2000, routed) and 350 < routed < 650,
+                f"routed predictions: {row[0]} in all, {row[1]} to the challenger ({routed} routed, ~25 %)")
         cur.execute("SELECT cinematic_ml.stats_reset('paris')")
         cur.execute("SELECT predictions FROM cinematic_ml.stats WHERE model_name = 'paris'")
         c.check(cur.fetchone()[0] == 0, "an admin resets one model's counters")
