@@ -307,10 +307,19 @@ ExportOne(MemoryContext loopcxt)
 
 	memset(&res, 0, sizeof(res));
 	BeginWork("cinematic_ml: looking for exports");
+	/*
+	 * The next due export of a version that still exists; a model's
+	 * latest.json only once the version it points at is uploaded.
+	 */
 	ret = SPI_execute("WITH next AS ("
 					  "  SELECT e.model_name, e.version, e.kind FROM cinematic_ml.exports e"
+					  "    JOIN cinematic_ml.model_versions mv"
+					  "      ON mv.model_name = e.model_name AND mv.version = e.version"
 					  "   WHERE e.status IN ('pending', 'failed') AND e.next_attempt_at <= now()"
-					  "   ORDER BY e.next_attempt_at, e.queued_at LIMIT 1 FOR UPDATE SKIP LOCKED)"
+					  "     AND (e.kind = 'version' OR NOT EXISTS ("
+					  "          SELECT 1 FROM cinematic_ml.exports x WHERE x.model_name = e.model_name"
+					  "             AND x.version = e.version AND x.kind = 'version' AND x.status <> 'done'))"
+					  "   ORDER BY e.next_attempt_at, e.queued_at LIMIT 1 FOR UPDATE OF e SKIP LOCKED)"
 					  " UPDATE cinematic_ml.exports e SET status = 'running', attempts = e.attempts + 1"
 					  "   FROM next, cinematic_ml.model_versions v"
 					  "  WHERE e.model_name = next.model_name AND e.version = next.version AND e.kind = next.kind"
@@ -371,17 +380,22 @@ ExportOne(MemoryContext loopcxt)
 	{
 		const char *args[8] = {keys[0], keys[1], keys[2], status,
 			psprintf("%ld", res.http_status), res.etag[0] ? res.etag : NULL,
-		res.ok ? NULL : res.error, NULL};
+			res.ok ? NULL : res.error, (res.ok && res.uri[0]) ? res.uri : NULL};
 
 		BeginWork("cinematic_ml: recording an export");
 		Exec("UPDATE cinematic_ml.exports SET status = $4, http_status = nullif($5, '0')::int,"
 			 " etag = coalesce($6, etag), last_error = $7,"
 			 " exported_at = CASE WHEN $4 = 'done' THEN now() END,"
-			 " uri = CASE WHEN $3 = 'version' THEN cinematic_ml._export_uri($1, $2::int) ELSE uri END,"
+			 " uri = coalesce($8, CASE WHEN $3 = 'version' THEN cinematic_ml._export_uri($1, $2::int) ELSE uri END),"
 			 " next_attempt_at = CASE WHEN $4 = 'done' THEN next_attempt_at"
 			 "   ELSE now() + least(300, 2 ^ least(attempts, 16)) * (0.5 + random() / 2) * interval '1 second' END"
 			 " WHERE model_name = $1 AND version = $2::int AND kind = $3",
-			 7, args, SPI_OK_UPDATE);
+			 8, args, SPI_OK_UPDATE);
+		/* the version is up: its latest.json need not wait for its own backoff */
+		Exec("UPDATE cinematic_ml.exports SET next_attempt_at = now()"
+			 " WHERE $4 = 'done' AND $3 = 'version' AND model_name = $1 AND version = $2::int"
+			 "   AND kind = 'latest' AND status IN ('pending', 'failed')",
+			 4, args, SPI_OK_UPDATE);
 		Exec("INSERT INTO cinematic_ml.model_events (model_name, version, event, detail)"
 			 " VALUES ($1, $2::int, CASE WHEN $4 = 'done' THEN 'exported' ELSE 'failed' END,"
 			 "  jsonb_strip_nulls(jsonb_build_object('what', 'export', 'kind', $3, 'http_status', nullif($5, '0')::int,"

@@ -79,6 +79,9 @@ BEGIN
         END IF;
         INSERT INTO @extschema@.model_events (model_name, version, event, detail)
         VALUES (OLD.model_name, OLD.version, 'deleted', jsonb_build_object('status', OLD.status));
+        -- a deleted version is no longer exported (uploaded objects stay)
+        DELETE FROM @extschema@.exports e
+         WHERE e.model_name = OLD.model_name AND e.version = OLD.version AND e.status IN ('pending', 'failed');
         RETURN OLD;
     END IF;
 

@@ -100,6 +100,25 @@ check "after a crash the run in flight (run ${running:-none}) is marked failed" 
 	'[[ -n "$running" && "$(q -c "SELECT status || '\'': '\'' || error FROM cinematic_ml.job_runs WHERE run_id = $running")" == "failed: interrupted"* ]]'
 check "and the worker is back" '[[ -n "$(worker_pid)" ]]'
 
+# the export queue: a deleted version leaves it, and never blocks the others (no S3 server
+# needed: the endpoint is a closed port, so every attempt fails and is counted)
+psql -X -q -d postgres -c "ALTER SYSTEM SET cinematic_ml.s3_bucket = 'models'" \
+	-c "ALTER SYSTEM SET cinematic_ml.s3_endpoint = 'http://127.0.0.1:9'" -c "SELECT pg_reload_conf()" >/dev/null
+q >/dev/null <<'SQL'
+SELECT cinematic_ml.register_model('orphan', (SELECT model FROM cinematic_ml.model_versions WHERE model_name = 'w' AND version = 1));
+SELECT cinematic_ml.register_model('orphan', (SELECT model FROM cinematic_ml.model_versions WHERE model_name = 'w' AND version = 2));
+DELETE FROM cinematic_ml.model_versions WHERE model_name = 'orphan' AND version = 2;
+SELECT cinematic_ml.register_model('other', (SELECT model FROM cinematic_ml.model_versions WHERE model_name = 'w' AND version = 1));
+SQL
+wait_for 20 '[[ "$(q -c "SELECT min(attempts) FROM cinematic_ml.exports WHERE model_name = '\''other'\'' AND kind = '\''version'\''")" -ge 1 ]]' || true
+check "a deleted version's export leaves the queue and does not block the others" \
+	'[[ "$(q -c "SELECT count(*) FROM cinematic_ml.exports WHERE model_name = '\''orphan'\'' AND version = 2")" == 0
+	   && "$(q -c "SELECT min(attempts) FROM cinematic_ml.exports WHERE model_name = '\''other'\'' AND kind = '\''version'\''")" -ge 1 ]]'
+check "latest.json waits until its version is uploaded" \
+	'[[ "$(q -c "SELECT attempts FROM cinematic_ml.exports WHERE model_name = '\''other'\'' AND kind = '\''latest'\''")" == 0 ]]'
+check "failed uploads are recorded with the error and a later next attempt" \
+	'[[ "$(q -c "SELECT bool_and(status = '\''failed'\'' AND last_error <> '\'''\'' AND next_attempt_at > now() - interval '\''1 second'\'') FROM cinematic_ml.exports WHERE model_name = '\''other'\'' AND kind = '\''version'\''")" == t ]]'
+
 # without a worker for this database, schedule() says so
 psql -X -q -d postgres -c "CREATE DATABASE cml_noworker"
 msg=$(psql -X -q -d cml_noworker -c "CREATE EXTENSION cinematic_ml" -c "CREATE TABLE p AS SELECT 48.85 + i * 0.0001 AS lat, 2.35 AS lon FROM generate_series(1, 50) i" \
