@@ -1,13 +1,17 @@
 /*
  * predict.c — predict functions and the per-backend model cache
  *
- * A statement resolves its model once, on its first row, and keeps a pinned
- * pointer to it in fn_extra: no catalog or table access per row, and the
- * statement sees one version from start to end.  The cache lives for the
- * backend; the registry's trigger sends a relcache invalidation for
- * model_versions when a version changes, whose callback only sets a flag, and
- * the next statement reloads.  Nothing here writes, so predict runs on a hot
- * standby and in parallel workers.
+ * A statement resolves its model once, on its first row: one registry read
+ * under the statement's snapshot says which version is active (or which
+ * versions the champion / challenger aliases name), and a pinned pointer to
+ * the deserialised version is kept in fn_extra: no catalog or table access
+ * per row, and the statement sees one version from start to end, in every
+ * parallel worker too.  Versions are immutable, so deserialised models (and
+ * their search indexes) are cached per backend by (name, version); the
+ * registry's triggers send a relcache invalidation whose callback only sets a
+ * flag, and the next statement drops what may be gone (a deleted version, a
+ * recreated extension).  Models given as values are cached by their bytes.
+ * Nothing here writes, so predict runs on a hot standby.
  */
 #include "postgres.h"
 
@@ -41,21 +45,17 @@ typedef struct CachedModel
 	struct CachedModel *next;
 } CachedModel;
 
-/* Which versions a model name resolves to (cached like the models) */
+/* Which versions a model name resolves to, read once per statement */
 typedef struct Route
 {
-	char	   *name;
 	int32		active;			/* 0 when none */
 	int32		champion;		/* alias 'champion', 0 when unset */
 	int32		challenger;		/* alias 'challenger', 0 when unset */
 	double		share;			/* settings.challenger_share */
-	bool		stale;
-	struct Route *next;
 } Route;
 
 static MemoryContext CacheCxt = NULL;
 static CachedModel *cache_head = NULL;
-static Route *route_head = NULL;
 static bool registry_changed = true;
 
 /* the registry tables whose changes invalidate the cache (models, versions, aliases) */
@@ -85,7 +85,6 @@ static void
 SweepCache(void)
 {
 	CachedModel **pp = &cache_head;
-	Route	  **rp = &route_head;
 
 	while (*pp)
 	{
@@ -98,19 +97,6 @@ SweepCache(void)
 		}
 		else
 			pp = &e->next;
-	}
-	while (*rp)
-	{
-		Route	   *r = *rp;
-
-		if (r->stale)
-		{
-			*rp = r->next;
-			pfree(r->name);
-			pfree(r);
-		}
-		else
-			rp = &r->next;
 	}
 }
 
@@ -139,8 +125,6 @@ ApplyInvalidation(void)
 	for (CachedModel *e = cache_head; e; e = e->next)
 		if (e->raw == NULL)		/* values are content-addressed: never stale */
 			e->stale = true;
-	for (Route *r = route_head; r; r = r->next)
-		r->stale = true;
 	registry_changed = false;
 	nsp = RegistrySchema();
 	watched_relids[0] = get_relname_relid("model_versions", nsp);
@@ -202,52 +186,63 @@ SpiInt(int col)
 	return isnull ? 0 : DatumGetInt32(d);
 }
 
-/* The versions a model name resolves to: active, champion, challenger, share */
-static Route *
-GetRoute(const char *name)
+/* The route query, planned once per backend */
+static SPIPlanPtr route_plan = NULL;
+
+/*
+ * The versions a model name resolves to: active, champion, challenger, share.
+ *
+ * Read once per statement, under the statement's snapshot.  A promotion's
+ * invalidation is broadcast only after its commit became visible to new
+ * snapshots, so a route kept until the invalidation arrives could be older
+ * than the statement's snapshot, while parallel workers (empty caches) read
+ * the registry under that snapshot: one statement, two versions.  Reading
+ * the route with the snapshot keeps every call site and every worker of a
+ * statement on the version the snapshot sees as active; the models
+ * themselves stay cached by (name, version).
+ */
+static void
+GetRoute(const char *name, Route *r)
 {
-	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1];
 	int			ret;
 	bool		isnull;
-	Route		r = {0};
-	Route	   *cached;
-
-	ApplyInvalidation();
-	for (cached = route_head; cached; cached = cached->next)
-		if (!cached->stale && strcmp(cached->name, name) == 0)
-			return cached;
 
 	args[0] = CStringGetTextDatum(name);
 	SPI_connect();
-	ret = SPI_execute_with_args("SELECT m.model_name IS NOT NULL,"
-								" (SELECT v.version FROM cinematic_ml.model_versions v"
-								"   WHERE v.model_name = $1 AND v.status = 'active'),"
-								" (SELECT a.version FROM cinematic_ml.model_aliases a"
-								"   WHERE a.model_name = $1 AND a.alias = 'champion'),"
-								" (SELECT a.version FROM cinematic_ml.model_aliases a"
-								"   WHERE a.model_name = $1 AND a.alias = 'challenger'),"
-								" coalesce((m.settings->>'challenger_share')::float8, 0)"
-								" FROM (SELECT 1) one LEFT JOIN cinematic_ml.models m ON m.model_name = $1",
-								1, argtypes, args, NULL, true, 0);
+	if (route_plan == NULL)
+	{
+		Oid			argtypes[1] = {TEXTOID};
+		SPIPlanPtr	plan;
+
+		plan = SPI_prepare("SELECT m.model_name IS NOT NULL,"
+						   " (SELECT v.version FROM cinematic_ml.model_versions v"
+						   "   WHERE v.model_name = $1 AND v.status = 'active'),"
+						   " (SELECT a.version FROM cinematic_ml.model_aliases a"
+						   "   WHERE a.model_name = $1 AND a.alias = 'champion'),"
+						   " (SELECT a.version FROM cinematic_ml.model_aliases a"
+						   "   WHERE a.model_name = $1 AND a.alias = 'challenger'),"
+						   " coalesce((m.settings->>'challenger_share')::float8, 0)"
+						   " FROM (SELECT 1) one LEFT JOIN cinematic_ml.models m ON m.model_name = $1",
+						   1, argtypes);
+		if (plan == NULL)
+			elog(ERROR, "could not plan the model registry query: %s", SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not keep the model registry query plan");
+		route_plan = plan;
+	}
+	ret = SPI_execute_plan(route_plan, args, NULL, true, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read the model registry: %s", SPI_result_code_string(ret));
 	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("model \"%s\" does not exist", name)));
-	r.active = SpiInt(2);
-	r.champion = SpiInt(3);
-	r.challenger = SpiInt(4);
-	r.share = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull));
+	r->active = SpiInt(2);
+	r->champion = SpiInt(3);
+	r->challenger = SpiInt(4);
+	r->share = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull));
 	SPI_finish();
-
-	cached = MemoryContextAlloc(CacheCxt, sizeof(Route));
-	*cached = r;
-	cached->name = MemoryContextStrdup(CacheCxt, name);
-	cached->next = route_head;
-	route_head = cached;
-	return cached;
 }
 
 /* A version of a model, from the cache or loaded */
@@ -419,13 +414,14 @@ ResolveModel(FunctionCallInfo fcinfo, text *name_text, bool routed, text *key)
 	if (!SameName(pc, name_text))
 	{
 		char	   *name;
-		Route	   *r;
+		Route		route;
+		Route	   *r = &route;
 		int32		serve;
 
 		ReleaseCall(pc);
 		ApplyInvalidation();
 		name = name_text ? text_to_cstring(name_text) : ResolveDefaultName();
-		r = GetRoute(name);
+		GetRoute(name, r);
 		serve = (routed && r->champion) ? r->champion : r->active;
 		if (serve == 0)
 			ereport(ERROR,
