@@ -26,6 +26,7 @@ PACKAGES=(
 	ceph-osd                               #   its single OSD (memstore)
 	ceph-common                            #   ceph, radosgw-admin, monmaptool
 	awscli                                 # independent S3 client to read exports back
+	gdb                                    # holds a backend mid-commit in the concurrency test
 )
 
 # Packages dpkg reports as not fully installed.
