@@ -3,6 +3,7 @@
  */
 #include "postgres.h"
 
+#include "common/int.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "port/pg_crc32c.h"
@@ -237,8 +238,10 @@ CmlModelDeserialize(const bytea *raw)
 	{
 		if (m->k < 1 || m->k > CML_MAX_K)
 			CORRUPT("k %d is out of range", m->k);
-		if (m->n_init < 1 || m->max_iter < 1)
-			CORRUPT("n_init or max_iter is not positive");
+		/* the bounds of the k-means options, so a model's parameters can fit again */
+		if (m->n_init < 1 || m->n_init > 1000 || m->max_iter < 1 || m->max_iter > 100000 ||
+			m->tol > 1.0 || m->seed > UINT64CONST(9007199254740991))
+			CORRUPT("k-means parameters out of range");
 	}
 	else
 	{
@@ -285,7 +288,8 @@ CmlModelDeserialize(const bytea *raw)
 		z->center.z = GetFinite(rd, "zone center");
 		if (z->n_points < 1 || z->n_points > m->n_train)
 			CORRUPT("zone %d has %lld points", i, (long long) z->n_points);
-		sum_points += z->n_points;
+		if (pg_add_s64_overflow(sum_points, z->n_points, &sum_points))
+			CORRUPT("zone sizes overflow");
 		if (!CmlLatLonValid(z->lat, z->lon))
 			CORRUPT("zone %d centroid (%g, %g) is not a WGS84 coordinate", i, z->lat, z->lon);
 		if (z->p90_m > z->radius_m * (1 + 1e-9) || z->mean_m > z->radius_m * (1 + 1e-9) ||
@@ -301,7 +305,7 @@ CmlModelDeserialize(const bytea *raw)
 		z->unit = CmlLatLonToVec(z->lat, z->lon);
 		z->radius_chord2 = CmlMetresToChord2(z->radius_m);
 	}
-	if (sum_points + m->n_noise != m->n_train)
+	if (sum_points != m->n_train - m->n_noise)
 		CORRUPT("zone sizes and noise do not add up to the training count");
 
 	/* core points */
@@ -309,7 +313,9 @@ CmlModelDeserialize(const bytea *raw)
 	if (m->n_core < 0 || (m->algorithm == CML_ALG_KMEANS && m->n_core != 0) ||
 		m->n_core > m->n_train)
 		CORRUPT("core point count %lld is invalid", (long long) m->n_core);
-	if ((size_t) (r.end - r.p) != (size_t) m->n_core * CML_CORE_SIZE)
+	/* divide, never multiply: a huge count must not wrap into a plausible size */
+	if ((size_t) (r.end - r.p) % CML_CORE_SIZE != 0 ||
+		(size_t) m->n_core != (size_t) (r.end - r.p) / CML_CORE_SIZE)
 		CORRUPT("%zu bytes of core points for %lld core points",
 				(size_t) (r.end - r.p), (long long) m->n_core);
 	if (m->n_core > 0)
