@@ -49,4 +49,13 @@ SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table
 SET max_parallel_workers_per_gather = 2;
 EXPLAIN (COSTS OFF) SELECT sum(cinematic_ml.predict_cluster(lat, lon)) FROM many;
 SELECT sum(cinematic_ml.predict_cluster(lat, lon)) AS parallel FROM many;
+RESET max_parallel_workers_per_gather;
+RESET parallel_setup_cost; RESET parallel_tuple_cost; RESET min_parallel_table_scan_size;
+
+-- a model value computed per row: each row is predicted with its own model
+WITH two AS (SELECT cinematic_ml.kmeans_fit(lat, lon, 2, '{"seed": 1}') AS m1,
+                    cinematic_ml.kmeans_fit(lat, lon, 1) AS m2 FROM pts)
+SELECT sum(cinematic_ml.predict_cluster(substring(CASE WHEN id % 2 = 0 THEN m1 ELSE m2 END FROM 1), lat, lon))
+     = sum(CASE WHEN id % 2 = 0 THEN cinematic_ml.predict_cluster(m1, lat, lon) ELSE 0 END) AS per_row_models
+  FROM pts, two;
 DROP TABLE pts, many, m;

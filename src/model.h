@@ -14,7 +14,7 @@
  *   parameters (48 bytes)
  *     int32 k, int32 n_init, int32 max_iter, int32 min_points,
  *     uint64 seed, float8 tol, float8 eps_m, int64 reserved (zero)
- *   training summary (56 bytes)
+ *   training summary (48 bytes)
  *     int64 n_train, int64 n_noise, float8 inertia_m2, float8 silhouette,
  *     float8 davies_bouldin, int32 n_iter, int32 n_zones
  *   zones: n_zones x 72 bytes
@@ -34,7 +34,7 @@
 #define CML_FORMAT_VERSION 1
 #define CML_HEADER_SIZE 24
 #define CML_PARAMS_SIZE 48
-#define CML_SUMMARY_SIZE 56
+#define CML_SUMMARY_SIZE 48
 #define CML_ZONE_SIZE 72
 #define CML_CORE_SIZE 20
 

@@ -318,6 +318,7 @@ typedef struct PredictCall
 	/* for the bytea variants */
 	CachedModel *value;			/* pinned */
 	Pointer		value_arg;		/* the argument it was resolved for */
+	bool		value_stable;	/* the argument is a constant or a parameter */
 } PredictCall;
 
 /* Add the statement's counts to the stats and unpin its models */
@@ -536,7 +537,8 @@ ModelFromBytea(FunctionCallInfo fcinfo, int argno)
 	Pointer		arg = DatumGetPointer(PG_GETARG_DATUM(argno));
 	bytea	   *raw;
 
-	if (pc->value != NULL && pc->value_arg == arg)
+	/* a constant or parameter cannot change: its address identifies it */
+	if (pc->value != NULL && pc->value_arg == arg && pc->value_stable)
 		return pc->value->model;
 	raw = PG_GETARG_BYTEA_PP(argno);
 	if (pc->value == NULL || VARSIZE(pc->value->raw) - VARHDRSZ != VARSIZE_ANY_EXHDR(raw) ||
@@ -550,6 +552,7 @@ ModelFromBytea(FunctionCallInfo fcinfo, int argno)
 		pc->value = e;
 	}
 	pc->value_arg = arg;
+	pc->value_stable = get_fn_expr_arg_stable(fcinfo->flinfo, argno);
 	return pc->value->model;
 }
 
