@@ -52,6 +52,13 @@ SELECT sum(cinematic_ml.predict_cluster(lat, lon)) AS parallel FROM many;
 RESET max_parallel_workers_per_gather;
 RESET parallel_setup_cost; RESET parallel_tuple_cost; RESET min_parallel_table_scan_size;
 
+-- the k-means zone grid (cells whose nearest zone is proven) answers exactly like the full search,
+-- on a lattice that crosses every zone border
+SELECT count(*) AS lattice, count(*) FILTER (WHERE cinematic_ml.predict_cluster(m.model, lat, lon)
+                                              <> (cinematic_ml.predict(m.model, lat, lon)).cluster) AS differ
+  FROM m, generate_series(0, 199) i, generate_series(0, 199) j,
+       LATERAL (SELECT 48.850 + i * 0.00008 AS lat, 2.285 + j * 0.00030 AS lon) p;
+
 -- a model value computed per row: each row is predicted with its own model
 WITH two AS (SELECT cinematic_ml.kmeans_fit(lat, lon, 2, '{"seed": 1}') AS m1,
                     cinematic_ml.kmeans_fit(lat, lon, 1) AS m2 FROM pts)

@@ -5,6 +5,7 @@
 
 #include "common/int.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "lib/stringinfo.h"
 #include "port/pg_crc32c.h"
 #include "utils/builtins.h"
@@ -339,12 +340,183 @@ CmlModelDeserialize(const bytea *raw)
 	return m;
 }
 
-/* Build what predict needs (the DBSCAN core index) */
+/* At most this many cells in a k-means zone grid (about 1 MB), and not smaller than 20 m */
+#define ZONE_GRID_MAX_CELLS 262144
+#define ZONE_GRID_MIN_CELL_M 20.0
+
+/* Nearest and second nearest raw center of a unit vector: chord lengths */
+static void
+NearestTwoCenters(const CmlModel *m, CmlVec3 v, int32 *best, double *d1, double *d2)
+{
+	double		b1 = INFINITY,
+				b2 = INFINITY;
+
+	*best = 0;
+	for (int32 i = 0; i < m->n_zones; i++)
+	{
+		double		d = CmlChord2(v, m->zones[i].center);
+
+		if (d < b1)
+		{
+			b2 = b1;
+			b1 = d;
+			*best = i;
+		}
+		else if (d < b2)
+			b2 = d;
+	}
+	*d1 = sqrt(b1);
+	*d2 = sqrt(b2);
+}
+
+/*
+ * A lat/lon grid over a k-means model's zones.  A cell stores a zone when
+ * that zone is the nearest for every point of the cell: with p0 the cell's
+ * center and rho an upper bound of the chord from p0 to any point of the
+ * cell, the nearest center b of p0 wins for the whole cell when
+ * d(p0, b) + rho < d(p0, s) - rho for the second nearest s (triangle
+ * inequality).  Such a cell answers predict_cluster with no trigonometry;
+ * other cells, and points outside the grid, take the exact search.  No grid
+ * near the poles or for zones spread over more than 60 degrees.
+ */
+static CmlZoneGrid *
+ZoneGridBuild(const CmlModel *m)
+{
+	double		latmin = 90,
+				latmax = -90,
+				lonmin = 180,
+				lonmax = -180,
+				rmax = 0;
+	double		lat0,
+				lon0,
+				height_m,
+				width_m,
+				cell_m,
+				dlat,
+				dlon,
+				coslat;
+	int32		nlat,
+				nlon;
+	CmlZoneGrid *g;
+
+	if (m->n_zones < 2)
+		return NULL;
+	for (int32 i = 0; i < m->n_zones; i++)
+	{
+		latmin = Min(latmin, m->zones[i].lat);
+		latmax = Max(latmax, m->zones[i].lat);
+		lonmin = Min(lonmin, m->zones[i].lon);
+		lonmax = Max(lonmax, m->zones[i].lon);
+		rmax = Max(rmax, m->zones[i].radius_m);
+	}
+	/* the zones and their radii, with a margin */
+	rmax = rmax * 1.1 + 100.0;
+	latmin -= rmax / 111195.0;
+	latmax += rmax / 111195.0;
+	if (latmin < -80.0 || latmax > 80.0 || lonmax - lonmin > 60.0 || latmax - latmin > 60.0)
+		return NULL;
+	/* the smallest cosine of the box: degrees of longitude are shortest there */
+	coslat = cos(Max(fabs(latmin), fabs(latmax)) * M_PI / 180.0);
+	lonmin -= rmax / (111195.0 * coslat);
+	lonmax += rmax / (111195.0 * coslat);
+	if (lonmin < -180.0 || lonmax > 180.0)
+		return NULL;
+	height_m = (latmax - latmin) * 111195.0;
+	width_m = (lonmax - lonmin) * 111195.0 * cos(Min(fabs(latmin), fabs(latmax)) * M_PI / 180.0);
+	cell_m = Max(ZONE_GRID_MIN_CELL_M, sqrt(height_m * width_m / ZONE_GRID_MAX_CELLS));
+	dlat = cell_m / 111195.0;
+	dlon = cell_m / (111195.0 * coslat);
+	nlat = (int32) ceil((latmax - latmin) / dlat);
+	nlon = (int32) ceil((lonmax - lonmin) / dlon);
+	if ((double) nlat * nlon > 2.0 * ZONE_GRID_MAX_CELLS)
+		return NULL;
+	lat0 = latmin;
+	lon0 = lonmin;
+
+	g = palloc(sizeof(CmlZoneGrid));
+	g->lat0 = lat0;
+	g->lon0 = lon0;
+	g->inv_dlat = 1.0 / dlat;
+	g->inv_dlon = 1.0 / dlon;
+	g->nlat = nlat;
+	g->nlon = nlon;
+	g->cell = palloc(sizeof(int32) * nlat * nlon);
+
+	/* sines and cosines of the grid's lines and cell centers: vectors need no more trigonometry */
+	{
+		double	   *sla = palloc(sizeof(double) * (2 * nlat + 1));
+		double	   *cla = palloc(sizeof(double) * (2 * nlat + 1));
+		double	   *slo = palloc(sizeof(double) * (2 * nlon + 1));
+		double	   *clo = palloc(sizeof(double) * (2 * nlon + 1));
+
+		/* index 2i: the line i; 2i + 1: the center of cell i */
+		for (int32 i = 0; i <= 2 * nlat; i++)
+			sincos((lat0 + 0.5 * i * dlat) * (M_PI / 180.0), &sla[i], &cla[i]);
+		for (int32 j = 0; j <= 2 * nlon; j++)
+			sincos((lon0 + 0.5 * j * dlon) * (M_PI / 180.0), &slo[j], &clo[j]);
+#define GRID_VEC(i, j) ((CmlVec3) {cla[i] * clo[j], cla[i] * slo[j], sla[i]})
+		for (int32 i = 0; i < nlat; i++)
+		{
+			for (int32 j = 0; j < nlon; j++)
+			{
+				CmlVec3		p0 = GRID_VEC(2 * i + 1, 2 * j + 1);
+				double		rho = 0;
+				int32		best;
+				double		d1,
+							d2;
+
+				/* the farthest point of a small lat/lon cell from its center is a corner */
+				rho = Max(rho, CmlChord2(p0, GRID_VEC(2 * i, 2 * j)));
+				rho = Max(rho, CmlChord2(p0, GRID_VEC(2 * i, 2 * j + 2)));
+				rho = Max(rho, CmlChord2(p0, GRID_VEC(2 * i + 2, 2 * j)));
+				rho = Max(rho, CmlChord2(p0, GRID_VEC(2 * i + 2, 2 * j + 2)));
+				rho = sqrt(rho) * 1.01 + 1e-12; /* margin for curvature and rounding */
+				NearestTwoCenters(m, p0, &best, &d1, &d2);
+				g->cell[i * nlon + j] = (d1 + rho < d2 - rho) ? best : -1;
+			}
+			CHECK_FOR_INTERRUPTS();
+		}
+#undef GRID_VEC
+		pfree(sla);
+		pfree(cla);
+		pfree(slo);
+		pfree(clo);
+	}
+	return g;
+}
+
+/* Build what predict needs (the DBSCAN core index, the k-means zone grid) */
 void
 CmlModelPrepare(CmlModel *m)
 {
 	if (m->algorithm == CML_ALG_DBSCAN && m->n_core > 0 && m->core_index == NULL)
 		m->core_index = CmlCoreIndexBuild(m);
+	if (m->algorithm == CML_ALG_KMEANS && m->zone_grid == NULL)
+		m->zone_grid = ZoneGridBuild(m);
+}
+
+/* The zone of a point (predict_cluster): from the k-means grid when it knows, else exact */
+int32
+CmlPredictCluster(const CmlModel *m, double lat, double lon)
+{
+	const CmlZoneGrid *g = m->zone_grid;
+
+	if (g != NULL)
+	{
+		double		fi = (lat - g->lat0) * g->inv_dlat;
+		double		fj = (lon - g->lon0) * g->inv_dlon;
+
+		if (fi >= 0 && fj >= 0 && fi < g->nlat && fj < g->nlon)
+		{
+			int32		zone = g->cell[(int32) fi * g->nlon + (int32) fj];
+
+			if (zone >= 0)
+				return zone;
+		}
+	}
+	if (m->algorithm == CML_ALG_KMEANS && m->n_zones == 1)
+		return 0;
+	return CmlPredictZone(m, CmlLatLonToVec(lat, lon), NULL, NULL);
 }
 
 

@@ -64,6 +64,18 @@ typedef struct CmlZone
 /* Spatial index over DBSCAN core points, built on load (see dbscan.c) */
 typedef struct CmlCoreIndex CmlCoreIndex;
 
+/* k-means: a lat/lon grid of cells whose nearest zone is proven (built on load) */
+typedef struct CmlZoneGrid
+{
+	double		lat0;
+	double		lon0;
+	double		inv_dlat;
+	double		inv_dlon;
+	int32		nlat;
+	int32		nlon;
+	int32	   *cell;			/* the zone nearest to every point of the cell, or -1 */
+} CmlZoneGrid;
+
 typedef struct CmlModel
 {
 	CmlAlgorithm algorithm;
@@ -90,6 +102,7 @@ typedef struct CmlModel
 	double	   *core_lon;
 	int32	   *core_zone;
 	CmlCoreIndex *core_index;	/* built lazily by CmlModelPrepare */
+	CmlZoneGrid *zone_grid;		/* k-means, built by CmlModelPrepare (may stay NULL) */
 } CmlModel;
 
 /* Result of predicting one point */
@@ -106,6 +119,7 @@ extern CmlModel *CmlModelDeserialize(const bytea *raw);
 extern void CmlModelPrepare(CmlModel *model);
 extern void CmlPredict(const CmlModel *model, double lat, double lon, CmlPrediction *out);
 extern int32 CmlPredictZone(const CmlModel *model, CmlVec3 v, bool *is_hotspot, double *distance_m);
+extern int32 CmlPredictCluster(const CmlModel *model, double lat, double lon);
 extern const char *CmlAlgorithmName(CmlAlgorithm alg);
 extern Datum CmlModelInfoJsonb(const CmlModel *model);
 

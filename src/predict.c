@@ -564,6 +564,8 @@ PredictZoneArgs(FunctionCallInfo fcinfo, const CmlModel *m, int latarg, bool *ho
 	double		lon = PG_GETARG_FLOAT8(latarg + 1);
 
 	CmlCheckLatLon(lat, lon);
+	if (hot == NULL)
+		return CmlPredictCluster(m, lat, lon);
 	return CmlPredictZone(m, CmlLatLonToVec(lat, lon), hot, NULL);
 }
 
