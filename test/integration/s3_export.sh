@@ -113,6 +113,7 @@ cleanup() {
 	[[ -s "$SAVED_SETTINGS" ]] && psql -X -q -d postgres -f "$SAVED_SETTINGS" >/dev/null 2>&1
 	qpg -c "SELECT pg_reload_conf()" >/dev/null 2>&1
 	qpg -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1
+	qpg -c "DROP DATABASE IF EXISTS ${DB}_other WITH (FORCE)" >/dev/null 2>&1
 	qpg -c "DROP ROLE IF EXISTS cml_s3_nobody" -c "DROP ROLE IF EXISTS cml_s3_admin" >/dev/null 2>&1
 	"$S3SERVER" wipe "$S3DIR" >/dev/null 2>&1
 	rm -rf "$WORK"
@@ -312,6 +313,17 @@ diffs=$(q -c "SELECT count(*) FROM probes p,
                   OR cinematic_ml.is_hotspot(o.model, p.lat, p.lon) IS DISTINCT FROM cinematic_ml.is_hotspot(p.lat, p.lon, 'paris_copy')
                   OR cinematic_ml.predict_cluster(p.lat, p.lon, 'parisdb') IS DISTINCT FROM cinematic_ml.predict_cluster(p.lat, p.lon, 'parisdb_copy')
                   OR cinematic_ml.is_hotspot(p.lat, p.lon, 'parisdb') IS DISTINCT FROM cinematic_ml.is_hotspot(p.lat, p.lon, 'parisdb_copy')")
+
+# the round trip between two databases: import into another database, predict the same
+qpg -c "DROP DATABASE IF EXISTS ${DB}_other WITH (FORCE)" -c "CREATE DATABASE ${DB}_other" >/dev/null
+probe_answers() { # database model
+	psql -X -q -v ON_ERROR_STOP=1 -d "$1" -At -c "SELECT string_agg(cinematic_ml.predict_cluster(48.83 + i * 0.0007, 2.27 + j * 0.0009, '$2')::text, ',' ORDER BY i, j)
+	                                               FROM generate_series(0, 79) i, generate_series(0, 99) j"
+}
+psql -X -q -v ON_ERROR_STOP=1 -d "${DB}_other" -At -c "CREATE EXTENSION cinematic_ml" \
+	-c "SELECT cinematic_ml.import_model('s3://$BUCKET/$PREFIX/parisdb/v1.cml', 'parisdb')" >/dev/null
+check "a model imported into another database predicts exactly as in the first (8,000 points)" \
+	test "$(probe_answers "$DB" parisdb)" = "$(probe_answers "${DB}_other" parisdb)"
 varied=$(q -c "SELECT count(DISTINCT cinematic_ml.predict_cluster(p.lat, p.lon, 'parisdb_copy')) FROM probes p")
 check "imported k-means and DBSCAN models predict like the originals on 400 points ($diffs differ, $varied DBSCAN labels seen)" \
 	test "$diffs" = 0 -a "$varied" -ge 3
