@@ -44,3 +44,48 @@ EXTRA_CLEAN = $(EXTENSION)--$(EXTVERSION).sql results regression.diffs regressio
 
 # every object depends on the headers (PGXS does not track them)
 $(OBJS): $(wildcard src/*.h)
+
+# ---------------------------------------------------------------- fuzzing
+# `make fuzz`: libFuzzer targets built outside the server with clang, ASan and
+# UBSan (fuzz/README.md); `fuzz/run.sh [seconds]` runs them.  Not part of the
+# extension's build or `make installcheck`.
+FUZZ_CC ?= clang-14
+FUZZ_OUT ?= fuzz/build
+FUZZ_SRC = model geo zones dbscan points kmeans drift
+FUZZ_TARGETS = $(FUZZ_OUT)/fuzz_model $(FUZZ_OUT)/fuzz_options
+FUZZ_SAN ?= -fsanitize=address,undefined -fno-sanitize-recover=all
+# FUZZ_IGNORELIST=fuzz/known_bugs.ignorelist: leave out the UBSan checks of bugs
+# already reported (fuzz/run.sh does this with FUZZ_IGNORE_KNOWN=1, in fuzz/build-known)
+FUZZ_IGNORELIST ?=
+FUZZ_SAN += $(if $(FUZZ_IGNORELIST),-fsanitize-ignorelist=$(FUZZ_IGNORELIST))
+# no -fwrapv (unlike the server build): UBSan then reports signed overflow
+FUZZ_CFLAGS = -g -O1 -fno-omit-frame-pointer -fno-strict-aliasing $(FUZZ_SAN) \
+	-fsanitize=fuzzer-no-link -Wall -Wno-ignored-attributes -Wno-unused-parameter \
+	-Wno-missing-field-initializers -Wno-sign-compare -D_GNU_SOURCE \
+	-I$(srcdir)/src -I$(srcdir)/fuzz -I$(shell $(PG_CONFIG) --includedir-server)
+FUZZ_PGLIBS = $(shell $(PG_CONFIG) --pkglibdir)/libpgcommon_shlib.a \
+	$(shell $(PG_CONFIG) --pkglibdir)/libpgport_shlib.a -lm
+FUZZ_LDFLAGS = $(FUZZ_SAN) -fsanitize=fuzzer
+FUZZ_OBJS = $(patsubst %,$(FUZZ_OUT)/src_%.o,$(FUZZ_SRC)) $(FUZZ_OUT)/shim.o
+
+.PHONY: fuzz fuzz-clean
+fuzz: $(FUZZ_TARGETS)
+
+$(FUZZ_OUT)/src_%.o: src/%.c $(wildcard src/*.h) | $(FUZZ_OUT)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_OUT)/%.o: fuzz/%.c fuzz/shim.h $(wildcard src/*.h) | $(FUZZ_OUT)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_OUT)/stubs.o: $(FUZZ_OBJS) fuzz/gen_stubs.sh | $(FUZZ_OUT)
+	fuzz/gen_stubs.sh $(FUZZ_OUT)/stubs.c "$(FUZZ_CC)" "$(FUZZ_LDFLAGS)" $(FUZZ_OBJS) $(FUZZ_PGLIBS)
+	$(FUZZ_CC) -g -O1 -c $(FUZZ_OUT)/stubs.c -o $@
+
+$(FUZZ_OUT)/fuzz_%: $(FUZZ_OUT)/fuzz_%.o $(FUZZ_OBJS) $(FUZZ_OUT)/stubs.o
+	$(FUZZ_CC) $(FUZZ_LDFLAGS) -o $@ $^ $(FUZZ_PGLIBS)
+
+$(FUZZ_OUT):
+	mkdir -p $@
+
+fuzz-clean:
+	rm -rf fuzz/build fuzz/build-known

@@ -27,6 +27,9 @@ PACKAGES=(
 	ceph-common                            #   ceph, radosgw-admin, monmaptool
 	awscli                                 # independent S3 client to read exports back
 	gdb                                    # holds a backend mid-commit in the concurrency test
+	valgrind                               # on demand: CML_VALGRIND=1 test/integration/valgrind.sh
+	clang-14                               # on demand: make fuzz (libFuzzer)
+	libclang-rt-14-dev                     #   its sanitizer and fuzzer runtimes
 )
 
 # Packages dpkg reports as not fully installed.

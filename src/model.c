@@ -246,8 +246,9 @@ CmlModelDeserialize(const bytea *raw)
 	}
 	else
 	{
-		if (!(m->eps_m > 0.0) || m->min_points < 1)
-			CORRUPT("eps_m or min_points is not positive");
+		/* the bounds of training: eps at least a millimetre */
+		if (!(m->eps_m >= 0.001 && m->eps_m <= 1e300) || m->min_points < 1)
+			CORRUPT("eps_m %g or min_points %d is out of range", m->eps_m, m->min_points);
 	}
 
 	/* training summary */
