@@ -1,6 +1,6 @@
 # cinematic_ml — PGXS build
 EXTENSION = cinematic_ml
-EXTVERSION = 0.1.0
+EXTVERSION = 0.1.1
 
 MODULE_big = cinematic_ml
 OBJS = \
@@ -24,7 +24,8 @@ OBJS = \
 # in name order, so each subsystem keeps its SQL beside its peers.
 INSTALL_PARTS = $(sort $(wildcard sql/install/*.sql))
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
-DATA = $(wildcard sql/upgrade/$(EXTENSION)--*--*.sql)
+# released install scripts stay installable (frozen), and every release has an update path
+DATA = $(wildcard sql/releases/$(EXTENSION)--*.sql) $(wildcard sql/upgrade/$(EXTENSION)--*--*.sql)
 
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/[0-9]*.sql)))
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
