@@ -165,12 +165,6 @@ ShiftRight(uint64 v, int s)
 	return s >= 64 ? 0 : v >> s;
 }
 
-static inline uint64
-LowBits(int b)
-{
-	return b >= 64 ? ~UINT64CONST(0) : (UINT64CONST(1) << b) - 1;
-}
-
 #define RADIX_BITS 11
 #define RADIX_SIZE (1 << RADIX_BITS)
 
