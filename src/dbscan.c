@@ -159,12 +159,6 @@ BitsFor(uint64 r)
 	return b;
 }
 
-static inline uint64
-ShiftRight(uint64 v, int s)
-{
-	return s >= 64 ? 0 : v >> s;
-}
-
 #define RADIX_BITS 11
 #define RADIX_SIZE (1 << RADIX_BITS)
 
