@@ -18,7 +18,7 @@ CREATE TABLE priv_secret AS SELECT * FROM priv_points;
 GRANT SELECT ON priv_points TO cml_tap_admin, cml_tap_reader;
 SELECT cinematic_ml.train('priv', 'SELECT lat, lon FROM priv_points', 'kmeans', '{"k": 2, "seed": 1}');
 
-SELECT plan(19);
+SELECT plan(23);
 
 SELECT ok(pg_has_role('cinematic_ml_admin', 'cinematic_ml_reader', 'MEMBER'), 'an admin is also a reader');
 
@@ -45,7 +45,14 @@ SELECT lives_ok($$UPDATE cinematic_ml.model_versions SET status = 'active' WHERE
 SELECT throws_ok($$DELETE FROM cinematic_ml.model_events$$, '42501', NULL, 'the audit log is append-only, even for an admin');
 SELECT lives_ok($$SELECT cinematic_ml.drift('priv', 'SELECT lat, lon FROM priv_points')$$, 'admin can check drift');
 RESET ROLE;
+SET client_min_messages = error;
+SELECT lives_ok($$SELECT cinematic_ml.schedule('priv', every => '1 hour')$$, 'superuser can schedule');
+RESET client_min_messages;
+INSERT INTO cinematic_ml.job_runs (model_name, run_as, status) VALUES ('priv', 'postgres', 'succeeded');
 SET ROLE cml_tap_reader;
+SELECT throws_ok($$SELECT cinematic_ml.schedule('priv', every => '1 hour')$$, '42501', NULL, 'reader cannot schedule');
+SELECT throws_ok($$UPDATE cinematic_ml.schedules SET enabled = false$$, '42501', NULL, 'reader cannot change schedules');
+SELECT is((SELECT count(*)::int FROM cinematic_ml.job_runs), 0, 'a reader does not see the run history of others');
 SELECT is((SELECT count(*)::int FROM cinematic_ml.drift_checks), 0, 'a reader does not see drift checks run by others');
 SELECT is((SELECT count(*)::int FROM cinematic_ml.drift_history), 0, 'not through the drift_history view either');
 RESET ROLE;
