@@ -90,3 +90,25 @@ $(FUZZ_OUT):
 
 fuzz-clean:
 	rm -rf fuzz/build fuzz/build-known
+
+# ---------------------------------------------------------------------------
+# make bench: bench/run.sh (predict + k-means), then the DBSCAN bench at its default size
+# (1,000,000 points) and the pictures (bench/plots.py). Uses PGHOST/PGPORT when both are set,
+# otherwise throwaway clusters (scripts/pgcluster.sh), removed afterwards. See bench/README.md.
+# BENCH_ARGS are passed to bench/run.sh, BENCH_DBSCAN_ARGS to bench/bench_dbscan.py.
+# bench/pgbench_predict.sh (point predictions under load, ~2.5 min) is run separately.
+.PHONY: bench
+bench:
+	bench/run.sh $(BENCH_ARGS)
+	@set -e; \
+	if [ -n "$$PGHOST" ] && [ -n "$$PGPORT" ]; then \
+		/usr/bin/python3 bench/bench_dbscan.py $(BENCH_DBSCAN_ARGS); \
+	else \
+		d=$$(mktemp -d /tmp/cml_bench_dbscan.XXXXXX); \
+		port=$$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \
+		trap 'PG_WIPE=1 scripts/pgcluster.sh stop '"$$d" EXIT; \
+		PG_EXTRA_CONF="$$(printf "shared_buffers = '1GB'\nwork_mem = '64MB'")" \
+			scripts/pgcluster.sh start "$$d" "$$port"; \
+		PGHOST=$$d PGPORT=$$port PGUSER=postgres /usr/bin/python3 bench/bench_dbscan.py $(BENCH_DBSCAN_ARGS); \
+	fi
+	/usr/bin/python3 bench/plots.py
