@@ -13,7 +13,8 @@ cleanup() { PG_WIPE=1 "$PGCLUSTER" stop "$DIR" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 PG_EXTRA_CONF="shared_preload_libraries = 'cinematic_ml'
 cinematic_ml.database = 'cml_worker'
-cinematic_ml.worker_naptime = 1" "$PGCLUSTER" start "$DIR" "$PORT" >/dev/null
+cinematic_ml.worker_naptime = 1
+synchronous_commit = on" "$PGCLUSTER" start "$DIR" "$PORT" >/dev/null
 eval "$("$PGCLUSTER" env "$DIR")"
 export PGHOST PGPORT PGUSER
 LOG="$DIR/log"
@@ -99,6 +100,8 @@ wait_for 10 '[[ "$(q -c "SELECT status FROM cinematic_ml.job_runs WHERE run_id =
 check "after a crash the run in flight (run ${running:-none}) is marked failed" \
 	'[[ -n "$running" && "$(q -c "SELECT status || '\'': '\'' || error FROM cinematic_ml.job_runs WHERE run_id = $running")" == "failed: interrupted"* ]]'
 check "and the worker is back" '[[ -n "$(worker_pid)" ]]'
+# (synchronous_commit is on above: with it off, a crash may forget the last claims)
+q -c "SELECT cinematic_ml.unschedule('w')" >/dev/null
 
 # the export queue: a deleted version leaves it, and never blocks the others (no S3 server
 # needed: the endpoint is a closed port, so every attempt fails and is counted)
