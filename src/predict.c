@@ -245,6 +245,48 @@ GetRoute(const char *name, Route *r)
 	SPI_finish();
 }
 
+/*
+ * A new cache entry for a model's bytes, in a memory context of its own
+ * (freed again if the bytes do not deserialise).  keep_raw keeps a copy of
+ * the bytes (models given as values are looked up by them).
+ */
+static CachedModel *
+NewCacheEntry(const bytea *raw, const char *name, int32 version, bool keep_raw)
+{
+	MemoryContext cxt = AllocSetContextCreate(CacheCxt, "cinematic_ml model", ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	CachedModel *e;
+
+	PG_TRY();
+	{
+		e = palloc0(sizeof(CachedModel));
+		e->name = name ? pstrdup(name) : NULL;
+		e->version = version;
+		e->cxt = cxt;
+		if (keep_raw)
+		{
+			Size		len = VARSIZE_ANY_EXHDR(raw);
+
+			e->raw = palloc(len + VARHDRSZ);
+			SET_VARSIZE(e->raw, len + VARHDRSZ);
+			memcpy(VARDATA(e->raw), VARDATA_ANY(raw), len);
+		}
+		e->model = CmlModelDeserialize(keep_raw ? e->raw : raw);
+		CmlModelPrepare(e->model);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(cxt);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	e->next = cache_head;
+	cache_head = e;
+	return e;
+}
+
 /* A version of a model, from the cache or loaded */
 static CachedModel *
 GetVersion(const char *name, int32 version)
@@ -254,8 +296,6 @@ GetVersion(const char *name, int32 version)
 	int			ret;
 	bool		isnull;
 	CachedModel *e;
-	MemoryContext cxt;
-	MemoryContext old;
 	bytea	   *raw;
 
 	for (e = cache_head; e; e = e->next)
@@ -278,30 +318,9 @@ GetVersion(const char *name, int32 version)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("model \"%s\" has no version %d", name, version)));
 
-	cxt = AllocSetContextCreate(CacheCxt, "cinematic_ml model", ALLOCSET_DEFAULT_SIZES);
-	old = MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		raw = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		e = palloc0(sizeof(CachedModel));
-		e->name = pstrdup(name);
-		e->version = version;
-		e->cxt = cxt;
-		e->model = CmlModelDeserialize(raw);
-		CmlModelPrepare(e->model);
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(old);
-		MemoryContextDelete(cxt);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(old);
+	raw = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	e = NewCacheEntry(raw, name, version, false);
 	SPI_finish();
-
-	e->next = cache_head;
-	cache_head = e;
 	CmlStatsModelLoaded(e->name, e->version);
 	return e;
 }
@@ -474,8 +493,6 @@ GetModelByValue(const bytea *raw)
 	CachedModel *e;
 	CachedModel *lru = NULL;
 	int			nvalues = 0;
-	MemoryContext cxt;
-	MemoryContext old;
 	static uint64 clock = 0;
 
 	if (CacheCxt == NULL)
@@ -500,33 +517,7 @@ GetModelByValue(const bytea *raw)
 		SweepCache();
 	}
 
-	cxt = AllocSetContextCreate(CacheCxt, "cinematic_ml model value", ALLOCSET_DEFAULT_SIZES);
-	old = MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		bytea	   *copy = palloc(len + VARHDRSZ);
-
-		SET_VARSIZE(copy, len + VARHDRSZ);
-		memcpy(VARDATA(copy), VARDATA_ANY(raw), len);
-		e = palloc0(sizeof(CachedModel));
-		e->name = NULL;
-		e->raw = copy;
-		e->cxt = cxt;
-		e->model = CmlModelDeserialize(copy);
-		CmlModelPrepare(e->model);
-		e->version = (int32) ++clock;
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(old);
-		MemoryContextDelete(cxt);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(old);
-	e->next = cache_head;
-	cache_head = e;
-	return e;
+	return NewCacheEntry(raw, NULL, (int32) ++clock, true);
 }
 
 /* The model given as a bytea argument: resolved once while the argument stays the same */
