@@ -41,3 +41,23 @@ SELECT cinematic_ml.cluster_dbscan(lat, lon, 10, 0) OVER () FROM line LIMIT 1;
 -- huge eps: everything is one zone
 SELECT cinematic_ml.model_info(cinematic_ml.dbscan_fit(lat, lon, 1e9, 2))->>'n_zones' AS zones FROM line;
 DROP TABLE line;
+
+-- predict_cluster and is_hotspot read a grid of cells whose answer is proven (the nearest core
+-- within eps, or noise); they answer exactly like the full search of predict(), here with many
+-- zones a few metres apart, on a lattice 1 m apart that crosses every zone's border
+SELECT setseed(0.42);
+CREATE TABLE clumps AS
+SELECT 48.8500 + (i / 20) * 0.00030 + (random() - 0.5) * 0.00012 AS lat,
+       2.3500 + (i % 20) * 0.00045 + (random() - 0.5) * 0.00018 AS lon
+  FROM generate_series(0, 399) i, generate_series(1, 6) r;
+CREATE TABLE clump_model AS SELECT cinematic_ml.dbscan_fit(lat, lon, 6, 3) AS model FROM clumps;
+SELECT (cinematic_ml.model_info(model)->>'n_zones')::int > 50 AS many_zones FROM clump_model;
+SELECT count(*) AS lattice,
+       count(*) FILTER (WHERE z >= 0) > 1000 AS some_in_zones,
+       count(*) FILTER (WHERE z < 0) > 1000 AS some_noise,
+       count(*) FILTER (WHERE z <> (cinematic_ml.predict(model, lat, lon)).cluster) AS differ,
+       count(*) FILTER (WHERE cinematic_ml.is_hotspot(model, lat, lon) <> (z >= 0)) AS hotspot_differ
+  FROM (SELECT model, lat, lon, cinematic_ml.predict_cluster(model, lat, lon) AS z
+          FROM clump_model, generate_series(0, 149) i, generate_series(0, 149) j,
+               LATERAL (SELECT 48.8497 + i * 0.000009 AS lat, 2.3497 + j * 0.0000137 AS lon) p) s;
+DROP TABLE clumps, clump_model;

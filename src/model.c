@@ -341,9 +341,130 @@ CmlModelDeserialize(const bytea *raw)
 	return m;
 }
 
-/* At most this many cells in a k-means zone grid (about 1 MB), and not smaller than 20 m */
-#define ZONE_GRID_MAX_CELLS 262144
-#define ZONE_GRID_MIN_CELL_M 20.0
+/*
+ * Lat/lon grids of proven cells.  A cell of a grid stores the answer of
+ * predict_cluster for every point of the cell, or CML_GRID_UNKNOWN; a point in
+ * a known cell costs two multiplications and a load, with no trigonometry.
+ * The proofs use the triangle inequality on chords from the cell's center
+ * p0, with rho an upper bound of the chord from p0 to any point of the cell.
+ * No grid near the poles, across the antimeridian or for data spread over
+ * more than 60 degrees: those points take the exact search.
+ */
+#define GRID_MAX_SPAN_DEG 60.0
+#define METRES_PER_DEGREE (CML_EARTH_RADIUS_M * M_PI / 180.0)
+
+/* Sines and cosines of a grid's lines (index 2i) and cell centers (2i + 1) */
+typedef struct GridTrig
+{
+	double	   *sla;
+	double	   *cla;
+	double	   *slo;
+	double	   *clo;
+	double	   *rho;			/* per row of cells: chord from center to the farthest corner */
+} GridTrig;
+
+/* A proven answer as a cell stores it: zones past int16 are searched */
+static inline int16
+GridValue(int32 zone)
+{
+	return zone < PG_INT16_MAX ? (int16) zone : CML_GRID_UNKNOWN;
+}
+
+#define GRID_VEC(t, i, j) \
+	((CmlVec3) {(t)->cla[i] * (t)->clo[j], (t)->cla[i] * (t)->slo[j], (t)->sla[i]})
+
+/*
+ * A grid over a box widened by margin_m, cells of at least min_cell_m and at
+ * most max_cells of them; NULL when the box is unsuitable or the cells would
+ * have to be larger than max_cell_m.
+ */
+static CmlZoneGrid *
+GridCreate(double latmin, double latmax, double lonmin, double lonmax, double margin_m,
+		   double min_cell_m, double max_cell_m, double max_cells, GridTrig *t)
+{
+	double		coslat,
+				height_m,
+				width_m,
+				cell_m,
+				dlat,
+				dlon;
+	CmlZoneGrid *g;
+
+	latmin -= margin_m / METRES_PER_DEGREE;
+	latmax += margin_m / METRES_PER_DEGREE;
+	if (latmin < -80.0 || latmax > 80.0 || lonmax - lonmin > GRID_MAX_SPAN_DEG ||
+		latmax - latmin > GRID_MAX_SPAN_DEG)
+		return NULL;
+	/* the smallest cosine of the box: degrees of longitude are shortest there */
+	coslat = cos(Max(fabs(latmin), fabs(latmax)) * M_PI / 180.0);
+	lonmin -= margin_m / (METRES_PER_DEGREE * coslat);
+	lonmax += margin_m / (METRES_PER_DEGREE * coslat);
+	if (lonmin < -180.0 || lonmax > 180.0)
+		return NULL;
+	height_m = (latmax - latmin) * METRES_PER_DEGREE;
+	width_m = (lonmax - lonmin) * METRES_PER_DEGREE *
+		cos(Min(fabs(latmin), fabs(latmax)) * M_PI / 180.0);
+	cell_m = Max(min_cell_m, sqrt(height_m * width_m / max_cells));
+	if (cell_m > max_cell_m)
+		return NULL;
+	dlat = cell_m / METRES_PER_DEGREE;
+	dlon = cell_m / (METRES_PER_DEGREE * coslat);
+
+	g = palloc(sizeof(CmlZoneGrid));
+	g->lat0 = latmin;
+	g->lon0 = lonmin;
+	g->inv_dlat = 1.0 / dlat;
+	g->inv_dlon = 1.0 / dlon;
+	g->nlat = (int32) ceil((latmax - latmin) / dlat);
+	g->nlon = (int32) ceil((lonmax - lonmin) / dlon);
+	if ((double) g->nlat * g->nlon > 2.0 * max_cells)
+	{
+		pfree(g);
+		return NULL;
+	}
+	g->cell = palloc_extended(sizeof(int16) * g->nlat * g->nlon, MCXT_ALLOC_HUGE);
+	g->sub_f = 0;
+	g->nblock = 0;
+	g->block = NULL;
+	g->sub = NULL;
+
+	t->sla = palloc(sizeof(double) * (2 * g->nlat + 1));
+	t->cla = palloc(sizeof(double) * (2 * g->nlat + 1));
+	t->slo = palloc(sizeof(double) * (2 * g->nlon + 1));
+	t->clo = palloc(sizeof(double) * (2 * g->nlon + 1));
+	t->rho = palloc(sizeof(double) * g->nlat);
+	for (int32 i = 0; i <= 2 * g->nlat; i++)
+		sincos((latmin + 0.5 * i * dlat) * (M_PI / 180.0), &t->sla[i], &t->cla[i]);
+	for (int32 j = 0; j <= 2 * g->nlon; j++)
+		sincos((lonmin + 0.5 * j * dlon) * (M_PI / 180.0), &t->slo[j], &t->clo[j]);
+	/* every cell of a row has the same shape; the farthest point of a small cell is a corner */
+	for (int32 i = 0; i < g->nlat; i++)
+	{
+		CmlVec3		p0 = GRID_VEC(t, 2 * i + 1, 1);
+		double		r = 0;
+
+		r = Max(r, CmlChord2(p0, GRID_VEC(t, 2 * i, 0)));
+		r = Max(r, CmlChord2(p0, GRID_VEC(t, 2 * i, 2)));
+		r = Max(r, CmlChord2(p0, GRID_VEC(t, 2 * i + 2, 0)));
+		r = Max(r, CmlChord2(p0, GRID_VEC(t, 2 * i + 2, 2)));
+		t->rho[i] = sqrt(r) * 1.01 + 1e-12;	/* margin for curvature and rounding */
+	}
+	return g;
+}
+
+static void
+GridTrigFree(GridTrig *t)
+{
+	pfree(t->sla);
+	pfree(t->cla);
+	pfree(t->slo);
+	pfree(t->clo);
+	pfree(t->rho);
+}
+
+/* k-means: at most this many cells (512 kB), and not smaller than 20 m */
+#define KMEANS_GRID_MAX_CELLS 262144
+#define KMEANS_GRID_MIN_CELL_M 20.0
 
 /* Nearest and second nearest raw center of a unit vector: chord lengths */
 static void
@@ -371,33 +492,18 @@ NearestTwoCenters(const CmlModel *m, CmlVec3 v, int32 *best, double *d1, double 
 }
 
 /*
- * A lat/lon grid over a k-means model's zones.  A cell stores a zone when
- * that zone is the nearest for every point of the cell: with p0 the cell's
- * center and rho an upper bound of the chord from p0 to any point of the
- * cell, the nearest center b of p0 wins for the whole cell when
- * d(p0, b) + rho < d(p0, s) - rho for the second nearest s (triangle
- * inequality).  Such a cell answers predict_cluster with no trigonometry;
- * other cells, and points outside the grid, take the exact search.  No grid
- * near the poles or for zones spread over more than 60 degrees.
+ * k-means: the nearest center b of p0 is the nearest for the whole cell when
+ * d(p0, b) + rho < d(p0, s) - rho for the second nearest center s.
  */
 static CmlZoneGrid *
-ZoneGridBuild(const CmlModel *m)
+KmeansGridBuild(const CmlModel *m)
 {
 	double		latmin = 90,
 				latmax = -90,
 				lonmin = 180,
 				lonmax = -180,
 				rmax = 0;
-	double		lat0,
-				lon0,
-				height_m,
-				width_m,
-				cell_m,
-				dlat,
-				dlon,
-				coslat;
-	int32		nlat,
-				nlon;
+	GridTrig	t;
 	CmlZoneGrid *g;
 
 	if (m->n_zones < 2)
@@ -411,92 +517,405 @@ ZoneGridBuild(const CmlModel *m)
 		rmax = Max(rmax, m->zones[i].radius_m);
 	}
 	/* the zones and their radii, with a margin */
-	rmax = rmax * 1.1 + 100.0;
-	latmin -= rmax / 111195.0;
-	latmax += rmax / 111195.0;
-	if (latmin < -80.0 || latmax > 80.0 || lonmax - lonmin > 60.0 || latmax - latmin > 60.0)
+	g = GridCreate(latmin, latmax, lonmin, lonmax, rmax * 1.1 + 100.0,
+				   KMEANS_GRID_MIN_CELL_M, INFINITY, KMEANS_GRID_MAX_CELLS, &t);
+	if (g == NULL)
 		return NULL;
-	/* the smallest cosine of the box: degrees of longitude are shortest there */
-	coslat = cos(Max(fabs(latmin), fabs(latmax)) * M_PI / 180.0);
-	lonmin -= rmax / (111195.0 * coslat);
-	lonmax += rmax / (111195.0 * coslat);
-	if (lonmin < -180.0 || lonmax > 180.0)
-		return NULL;
-	height_m = (latmax - latmin) * 111195.0;
-	width_m = (lonmax - lonmin) * 111195.0 * cos(Min(fabs(latmin), fabs(latmax)) * M_PI / 180.0);
-	cell_m = Max(ZONE_GRID_MIN_CELL_M, sqrt(height_m * width_m / ZONE_GRID_MAX_CELLS));
-	dlat = cell_m / 111195.0;
-	dlon = cell_m / (111195.0 * coslat);
-	nlat = (int32) ceil((latmax - latmin) / dlat);
-	nlon = (int32) ceil((lonmax - lonmin) / dlon);
-	if ((double) nlat * nlon > 2.0 * ZONE_GRID_MAX_CELLS)
-		return NULL;
-	lat0 = latmin;
-	lon0 = lonmin;
-
-	g = palloc(sizeof(CmlZoneGrid));
-	g->lat0 = lat0;
-	g->lon0 = lon0;
-	g->inv_dlat = 1.0 / dlat;
-	g->inv_dlon = 1.0 / dlon;
-	g->nlat = nlat;
-	g->nlon = nlon;
-	g->cell = palloc(sizeof(int32) * nlat * nlon);
-
-	/* sines and cosines of the grid's lines and cell centers: vectors need no more trigonometry */
+	for (int32 i = 0; i < g->nlat; i++)
 	{
-		double	   *sla = palloc(sizeof(double) * (2 * nlat + 1));
-		double	   *cla = palloc(sizeof(double) * (2 * nlat + 1));
-		double	   *slo = palloc(sizeof(double) * (2 * nlon + 1));
-		double	   *clo = palloc(sizeof(double) * (2 * nlon + 1));
+		double		rho = t.rho[i];
 
-		/* index 2i: the line i; 2i + 1: the center of cell i */
-		for (int32 i = 0; i <= 2 * nlat; i++)
-			sincos((lat0 + 0.5 * i * dlat) * (M_PI / 180.0), &sla[i], &cla[i]);
-		for (int32 j = 0; j <= 2 * nlon; j++)
-			sincos((lon0 + 0.5 * j * dlon) * (M_PI / 180.0), &slo[j], &clo[j]);
-#define GRID_VEC(i, j) ((CmlVec3) {cla[i] * clo[j], cla[i] * slo[j], sla[i]})
-		for (int32 i = 0; i < nlat; i++)
+		for (int32 j = 0; j < g->nlon; j++)
 		{
-			for (int32 j = 0; j < nlon; j++)
-			{
-				CmlVec3		p0 = GRID_VEC(2 * i + 1, 2 * j + 1);
-				double		rho = 0;
-				int32		best;
-				double		d1,
-							d2;
+			int32		best;
+			double		d1,
+						d2;
 
-				/* the farthest point of a small lat/lon cell from its center is a corner */
-				rho = Max(rho, CmlChord2(p0, GRID_VEC(2 * i, 2 * j)));
-				rho = Max(rho, CmlChord2(p0, GRID_VEC(2 * i, 2 * j + 2)));
-				rho = Max(rho, CmlChord2(p0, GRID_VEC(2 * i + 2, 2 * j)));
-				rho = Max(rho, CmlChord2(p0, GRID_VEC(2 * i + 2, 2 * j + 2)));
-				rho = sqrt(rho) * 1.01 + 1e-12; /* margin for curvature and rounding */
-				NearestTwoCenters(m, p0, &best, &d1, &d2);
-				g->cell[i * nlon + j] = (d1 + rho < d2 - rho) ? best : -1;
-			}
-			CHECK_FOR_INTERRUPTS();
+			NearestTwoCenters(m, GRID_VEC(&t, 2 * i + 1, 2 * j + 1), &best, &d1, &d2);
+			g->cell[i * g->nlon + j] = (d1 + rho < d2 - rho) ? GridValue(best) : CML_GRID_UNKNOWN;
 		}
-#undef GRID_VEC
-		pfree(sla);
-		pfree(cla);
-		pfree(slo);
-		pfree(clo);
+		CHECK_FOR_INTERRUPTS();
+	}
+	GridTrigFree(&t);
+	return g;
+}
+
+/* DBSCAN: at most this many cells (512 kB), of eps / 2 or more, never over 4 eps */
+#define DBSCAN_GRID_MAX_CELLS 262144
+/* and at most this many sub-cells where cells are refined (4 MB) */
+#define DBSCAN_GRID_MAX_SUBCELLS 2097152
+/* a bin with at most this many cores is used core by core, not by its bounds */
+#define DBSCAN_BIN_EXACT 4
+#define DBSCAN_BIN_EXACT_REFINE 16
+
+/*
+ * What is known about the cores around a cell's center p0: u1 bounds from
+ * above the distance to some core of zone z1; la bounds from below the
+ * distance to every core of zone za, which is the smallest such bound, and lb
+ * bounds from below the distance to every core of any other zone.
+ */
+typedef struct CoreProof
+{
+	float		u1;
+	float		la;
+	float		lb;
+	int32		z1;
+	int32		za;
+} CoreProof;
+
+static inline void
+CoreProofInit(CoreProof *p)
+{
+	p->u1 = INFINITY;
+	p->la = INFINITY;
+	p->lb = INFINITY;
+	p->z1 = -1;
+	p->za = -1;
+}
+
+/* Learn that a core of zone z is at most u and the cores of zone z at least l from p0 */
+static inline void
+CoreProofAdd(CoreProof *p, double u, double l, int32 z)
+{
+	if (u < p->u1)
+	{
+		p->u1 = u;
+		p->z1 = z;
+	}
+	if (z == p->za)
+		p->la = Min(p->la, l);
+	else if (l < p->la)
+	{
+		p->lb = p->la;
+		p->la = l;
+		p->za = z;
+	}
+	else
+		p->lb = Min(p->lb, l);
+}
+
+/*
+ * The answer for every point within rho of p0 (chords; ce is eps): -1 when
+ * every core is beyond eps + rho; z1 when that core is within eps - rho and
+ * every core of another zone farther than it by more than 2 rho, so it is
+ * within eps of each point and nearer than every other zone's core.  Floats
+ * carry about 7 digits: the bounds keep a relative margin of 1e-5.
+ */
+static inline int32
+CoreProofResult(const CoreProof *p, double rho, double ce)
+{
+	double		u1 = (double) p->u1 * (1.0 + 1e-5) + rho * (1.0 + 1e-5);
+	double		lother = (double) (p->za != p->z1 ? p->la : p->lb) * (1.0 - 1e-5);
+
+	if ((double) p->la * (1.0 - 1e-5) > ce + rho * (1.0 + 1e-5))
+		return -1;
+	if (u1 <= ce * (1.0 - 1e-9) && u1 < lother - rho * (1.0 + 1e-5))
+		return p->z1;
+	return CML_GRID_UNKNOWN;
+}
+
+/* The cores of a DBSCAN model binned by the cells of its grid */
+typedef struct CoreBins
+{
+	int32		nbin;
+	int32	   *cell_bin;		/* per cell: its bin, or -1 */
+	int32	   *bin_cell;		/* per bin: its cell */
+	int64	   *bin_start;		/* per bin, and one more: its cores */
+	CmlVec3    *core;			/* by bin */
+	int32	   *core_zone;
+	int32	   *bin_zone;		/* the zone of all its cores, or -2 */
+	CmlVec3    *rep;			/* the core nearest to the cell's center */
+	CmlVec3    *center;			/* the cell's center */
+	double	   *rho;			/* the cell's rho */
+} CoreBins;
+
+/* Learn from a bin about the cores around p0 */
+static inline void
+CoreProofAddBin(CoreProof *p, const CoreBins *b, int32 bin, CmlVec3 p0, int64 exact_max)
+{
+	int64		first = b->bin_start[bin];
+	int64		end = b->bin_start[bin + 1];
+
+	if (b->bin_zone[bin] < 0 || end - first <= exact_max)
+	{
+		for (int64 c = first; c < end; c++)
+		{
+			double		d = sqrt(CmlChord2(p0, b->core[c]));
+
+			CoreProofAdd(p, d, d, b->core_zone[c]);
+		}
+	}
+	else
+		CoreProofAdd(p, sqrt(CmlChord2(p0, b->rep[bin])),
+					 sqrt(CmlChord2(p0, b->center[bin])) - b->rho[bin], b->bin_zone[bin]);
+}
+
+/* Bin a model's cores by the cells of grid g */
+static void
+CoreBinsBuild(CoreBins *b, const CmlModel *m, const CmlZoneGrid *g, const GridTrig *t)
+{
+	int64		ncell = (int64) g->nlat * g->nlon;
+	int64		n = m->n_core;
+	int32	   *cell_of = palloc_extended(sizeof(int32) * n, MCXT_ALLOC_HUGE);
+	int64	   *fill;
+
+	b->cell_bin = palloc_extended(sizeof(int32) * ncell, MCXT_ALLOC_HUGE);
+	memset(b->cell_bin, -1, sizeof(int32) * ncell);
+	b->nbin = 0;
+	for (int64 c = 0; c < n; c++)
+	{
+		int32		i = (int32) floor((m->core_lat[c] - g->lat0) * g->inv_dlat);
+		int32		j = (int32) floor((m->core_lon[c] - g->lon0) * g->inv_dlon);
+
+		/* the grid's margin keeps every core inside */
+		i = Min(Max(i, 0), g->nlat - 1);
+		j = Min(Max(j, 0), g->nlon - 1);
+		cell_of[c] = i * g->nlon + j;
+		if (b->cell_bin[cell_of[c]] < 0)
+			b->cell_bin[cell_of[c]] = b->nbin++;
+	}
+	b->bin_cell = palloc(sizeof(int32) * b->nbin);
+	b->bin_start = palloc0(sizeof(int64) * (b->nbin + 1));
+	b->bin_zone = palloc(sizeof(int32) * b->nbin);
+	b->rep = palloc(sizeof(CmlVec3) * b->nbin);
+	b->center = palloc(sizeof(CmlVec3) * b->nbin);
+	b->rho = palloc(sizeof(double) * b->nbin);
+	b->core = palloc_extended(sizeof(CmlVec3) * Max(n, 1), MCXT_ALLOC_HUGE);
+	b->core_zone = palloc_extended(sizeof(int32) * Max(n, 1), MCXT_ALLOC_HUGE);
+	for (int64 c = 0; c < n; c++)
+		b->bin_start[b->cell_bin[cell_of[c]] + 1]++;
+	for (int32 k = 0; k < b->nbin; k++)
+		b->bin_start[k + 1] += b->bin_start[k];
+	fill = palloc(sizeof(int64) * Max(b->nbin, 1));
+	memcpy(fill, b->bin_start, sizeof(int64) * b->nbin);
+	for (int64 c = 0; c < n; c++)
+	{
+		int32		k = b->cell_bin[cell_of[c]];
+
+		b->bin_cell[k] = cell_of[c];
+		b->core[fill[k]] = CmlLatLonToVec(m->core_lat[c], m->core_lon[c]);
+		b->core_zone[fill[k]++] = m->core_zone[c];
+	}
+	for (int32 k = 0; k < b->nbin; k++)
+	{
+		int32		i = b->bin_cell[k] / g->nlon;
+		int32		j = b->bin_cell[k] % g->nlon;
+		double		best = INFINITY;
+
+		b->center[k] = GRID_VEC(t, 2 * i + 1, 2 * j + 1);
+		b->rho[k] = t->rho[i];
+		b->bin_zone[k] = b->core_zone[b->bin_start[k]];
+		for (int64 c = b->bin_start[k]; c < b->bin_start[k + 1]; c++)
+		{
+			double		d = CmlChord2(b->center[k], b->core[c]);
+
+			if (b->core_zone[c] != b->bin_zone[k])
+				b->bin_zone[k] = -2;
+			if (d < best)
+			{
+				best = d;
+				b->rep[k] = b->core[c];
+			}
+		}
+	}
+	pfree(fill);
+	pfree(cell_of);
+}
+
+/*
+ * Refine an undecided cell (i, j) into f x f sub-cells, proven from the
+ * cores of the bins within (wlat, wlon) cells that can reach the cell; bins
+ * is room for the bins' numbers.
+ */
+static void
+RefineCell(CmlZoneGrid *g, const CoreBins *b, const GridTrig *t, int32 i, int32 j,
+		   int32 wlat, int32 wlon, double ce, int32 *bins, int16 *out)
+{
+	int32		f = g->sub_f;
+	double		dlat = 1.0 / g->inv_dlat,
+				dlon = 1.0 / g->inv_dlon;
+	double		rho = t->rho[i] / f * 1.01 + 1e-12;
+	CmlVec3		c0 = GRID_VEC(t, 2 * i + 1, 2 * j + 1);
+	int32		nbins = 0;
+	double		sla[CML_GRID_MAX_F],
+				cla[CML_GRID_MAX_F],
+				slo[CML_GRID_MAX_F],
+				clo[CML_GRID_MAX_F];
+
+	/* a bin whose cores are all beyond eps + rho of every sub-cell center cannot matter */
+	for (int32 ni = Max(0, i - wlat); ni <= Min(g->nlat - 1, i + wlat); ni++)
+		for (int32 nj = Max(0, j - wlon); nj <= Min(g->nlon - 1, j + wlon); nj++)
+		{
+			int32		bin = b->cell_bin[ni * g->nlon + nj];
+
+			if (bin >= 0 && sqrt(CmlChord2(c0, b->center[bin])) - b->rho[bin] - t->rho[i] <=
+				(ce + rho) * (1.0 + 1e-9))
+				bins[nbins++] = bin;
+		}
+	for (int32 s = 0; s < f; s++)
+	{
+		sincos((g->lat0 + (i + (s + 0.5) / f) * dlat) * (M_PI / 180.0), &sla[s], &cla[s]);
+		sincos((g->lon0 + (j + (s + 0.5) / f) * dlon) * (M_PI / 180.0), &slo[s], &clo[s]);
+	}
+	for (int32 si = 0; si < f; si++)
+	{
+		for (int32 sj = 0; sj < f; sj++)
+		{
+			CmlVec3		p0 = {cla[si] * clo[sj], cla[si] * slo[sj], sla[si]};
+			CoreProof	p;
+
+			CoreProofInit(&p);
+			for (int32 r = 0; r < nbins; r++)
+				CoreProofAddBin(&p, b, bins[r], p0, DBSCAN_BIN_EXACT_REFINE);
+			out[si * f + sj] = GridValue(CoreProofResult(&p, rho, ce));
+		}
+	}
+}
+
+/*
+ * DBSCAN: predict answers the zone of the nearest core point within eps, or
+ * -1 (CoreProofResult proves a cell's answer).  The cores are binned by cell;
+ * each bin tells the cells within reach (eps + rho of both cells) about its
+ * cores: work linear in the cells with cores.  Undecided cells near cores
+ * are then split into sub-cells of about eps / 4, proven the same way.
+ */
+static CmlZoneGrid *
+DbscanGridBuild(const CmlModel *m)
+{
+	double		latmin = 90,
+				latmax = -90,
+				lonmin = 180,
+				lonmax = -180;
+	double		ce = sqrt(CmlMetresToChord2(m->eps_m));
+	double		rho_max = 0,
+				reach_m,
+				coslat,
+				cell_m;
+	int64		ncell;
+	int32		wlat,
+				wlon,
+				nrefine = 0;
+	int32	   *bins;
+	CoreProof  *proof;
+	CoreBins	b;
+	GridTrig	t;
+	CmlZoneGrid *g;
+
+	if (m->n_core == 0 || m->n_zones == 0)
+		return NULL;
+	for (int64 c = 0; c < m->n_core; c++)
+	{
+		latmin = Min(latmin, m->core_lat[c]);
+		latmax = Max(latmax, m->core_lat[c]);
+		lonmin = Min(lonmin, m->core_lon[c]);
+		lonmax = Max(lonmax, m->core_lon[c]);
+	}
+	/* cells of at most 4 eps: the margin holds every cell a core can reach */
+	g = GridCreate(latmin, latmax, lonmin, lonmax, 8.0 * m->eps_m,
+				   m->eps_m * 0.5, m->eps_m * 4.0, DBSCAN_GRID_MAX_CELLS, &t);
+	if (g == NULL)
+		return NULL;
+	ncell = (int64) g->nlat * g->nlon;
+	for (int32 i = 0; i < g->nlat; i++)
+		rho_max = Max(rho_max, t.rho[i]);
+	/* the cells whose centers can be within eps + 2 rho of a bin's center (arcs exceed chords a little) */
+	reach_m = (ce + 2.0 * rho_max) * CML_EARTH_RADIUS_M * 1.01;
+	coslat = cos(Max(fabs(g->lat0), fabs(g->lat0 + g->nlat / g->inv_dlat)) * M_PI / 180.0);
+	wlat = (int32) ceil(reach_m * g->inv_dlat / METRES_PER_DEGREE) + 1;
+	wlon = (int32) ceil(reach_m * g->inv_dlon / (METRES_PER_DEGREE * coslat)) + 1;
+	cell_m = METRES_PER_DEGREE / g->inv_dlat;
+	g->sub_f = Min(CML_GRID_MAX_F, Max(2, (int32) ceil(cell_m / (m->eps_m / 3.0))));
+
+	CoreBinsBuild(&b, m, g, &t);
+	proof = palloc_extended(sizeof(CoreProof) * ncell, MCXT_ALLOC_HUGE);
+	for (int64 x = 0; x < ncell; x++)
+		CoreProofInit(&proof[x]);
+	for (int32 k = 0; k < b.nbin; k++)
+	{
+		int32		bi = b.bin_cell[k] / g->nlon;
+		int32		bj = b.bin_cell[k] % g->nlon;
+
+		for (int32 i = Max(0, bi - wlat); i <= Min(g->nlat - 1, bi + wlat); i++)
+			for (int32 j = Max(0, bj - wlon); j <= Min(g->nlon - 1, bj + wlon); j++)
+				CoreProofAddBin(&proof[(int64) i * g->nlon + j], &b, k,
+								GRID_VEC(&t, 2 * i + 1, 2 * j + 1), DBSCAN_BIN_EXACT);
+		if ((k & 255) == 0)
+			CHECK_FOR_INTERRUPTS();
+	}
+	for (int32 i = 0; i < g->nlat; i++)
+		for (int32 j = 0; j < g->nlon; j++)
+		{
+			int64		x = (int64) i * g->nlon + j;
+
+			g->cell[x] = GridValue(CoreProofResult(&proof[x], t.rho[i], ce));
+			nrefine += g->cell[x] == CML_GRID_UNKNOWN;
+		}
+	pfree(proof);
+
+	/* sub-cells for the undecided cells, as many as fit */
+	nrefine = Min(nrefine, DBSCAN_GRID_MAX_SUBCELLS / (g->sub_f * g->sub_f));
+	if (nrefine > 0)
+	{
+		g->block = palloc_extended(sizeof(int32) * ncell, MCXT_ALLOC_HUGE);
+		g->sub = palloc_extended(sizeof(int16) * nrefine * g->sub_f * g->sub_f, MCXT_ALLOC_HUGE);
+	}
+	bins = palloc(sizeof(int32) * (2 * wlat + 1) * (2 * wlon + 1));
+	for (int64 x = 0; x < ncell && g->nblock < nrefine; x++)
+	{
+		if (g->cell[x] != CML_GRID_UNKNOWN)
+			continue;
+		RefineCell(g, &b, &t, (int32) (x / g->nlon), (int32) (x % g->nlon), wlat, wlon, ce,
+				   bins, g->sub + (int64) g->nblock * g->sub_f * g->sub_f);
+		g->cell[x] = CML_GRID_REFINED;
+		g->block[x] = g->nblock++;
+		if ((g->nblock & 255) == 0)
+			CHECK_FOR_INTERRUPTS();
+	}
+	pfree(bins);
+	GridTrigFree(&t);
+	pfree(b.cell_bin);
+	pfree(b.bin_cell);
+	pfree(b.bin_start);
+	pfree(b.core);
+	pfree(b.core_zone);
+	pfree(b.bin_zone);
+	pfree(b.rep);
+	pfree(b.center);
+	pfree(b.rho);
+	if (message_level_is_interesting(DEBUG1))
+	{
+		int64		nknown = 0,
+					nnoise = 0,
+					sknown = 0;
+
+		for (int64 x = 0; x < ncell; x++)
+		{
+			nknown += g->cell[x] >= -1;
+			nnoise += g->cell[x] == -1;
+		}
+		for (int64 x = 0; x < (int64) g->nblock * g->sub_f * g->sub_f; x++)
+			sknown += g->sub[x] != CML_GRID_UNKNOWN;
+		elog(DEBUG1, "cinematic_ml: DBSCAN grid of %d x %d cells of %.1f m (%d bins): %lld known (%lld noise), %d refined into %d x %d: %lld of their sub-cells known",
+			 g->nlat, g->nlon, cell_m, b.nbin, (long long) nknown, (long long) nnoise,
+			 g->nblock, g->sub_f, g->sub_f, (long long) sknown);
 	}
 	return g;
 }
 
-/* Build what predict needs (the DBSCAN core index, the k-means zone grid) */
+/* Build what predict needs (the DBSCAN core index and grid, the k-means grid) */
 void
 CmlModelPrepare(CmlModel *m)
 {
 	if (m->algorithm == CML_ALG_DBSCAN && m->n_core > 0 && m->core_index == NULL)
+	{
 		m->core_index = CmlCoreIndexBuild(m);
+		m->zone_grid = DbscanGridBuild(m);
+	}
 	if (m->algorithm == CML_ALG_KMEANS && m->zone_grid == NULL)
-		m->zone_grid = ZoneGridBuild(m);
+		m->zone_grid = KmeansGridBuild(m);
 }
 
-/* The zone of a point (predict_cluster): from the k-means grid when it knows, else exact */
+/* The zone of a point (predict_cluster): from the grid when it knows, else exact */
 int32
 CmlPredictCluster(const CmlModel *m, double lat, double lon)
 {
@@ -509,9 +928,21 @@ CmlPredictCluster(const CmlModel *m, double lat, double lon)
 
 		if (fi >= 0 && fj >= 0 && fi < g->nlat && fj < g->nlon)
 		{
-			int32		zone = g->cell[(int32) fi * g->nlon + (int32) fj];
+			int32		i = (int32) fi,
+						j = (int32) fj;
+			int32		x = i * g->nlon + j;
+			int32		zone = g->cell[x];
 
-			if (zone >= 0)
+			if (zone == CML_GRID_REFINED)
+			{
+				/* a refined cell: its sub-cell */
+				int32		f = g->sub_f;
+				int32		si = Min((int32) ((fi - i) * f), f - 1);
+				int32		sj = Min((int32) ((fj - j) * f), f - 1);
+
+				zone = g->sub[(int64) g->block[x] * f * f + si * f + sj];
+			}
+			if (zone != CML_GRID_UNKNOWN)
 				return zone;
 		}
 	}

@@ -64,7 +64,17 @@ typedef struct CmlZone
 /* Spatial index over DBSCAN core points, built on load (see dbscan.c) */
 typedef struct CmlCoreIndex CmlCoreIndex;
 
-/* k-means: a lat/lon grid of cells whose nearest zone is proven (built on load) */
+/*
+ * A lat/lon grid of cells whose answer to predict_cluster is proven for every
+ * point of the cell (built on load, see model.c).  A cell holds a zone below
+ * 32767, -1 (noise), CML_GRID_UNKNOWN (search) or CML_GRID_REFINED (look in
+ * its block of sub_f x sub_f sub-cells, which hold the same kinds of values).
+ * Two bytes a cell keep a grid small enough for the CPU's caches.
+ */
+#define CML_GRID_UNKNOWN (-2)
+#define CML_GRID_REFINED (-3)
+#define CML_GRID_MAX_F 8
+
 typedef struct CmlZoneGrid
 {
 	double		lat0;
@@ -73,7 +83,11 @@ typedef struct CmlZoneGrid
 	double		inv_dlon;
 	int32		nlat;
 	int32		nlon;
-	int32	   *cell;			/* the zone nearest to every point of the cell, or -1 */
+	int16	   *cell;
+	int32		sub_f;
+	int32		nblock;
+	int32	   *block;			/* per cell: its block of sub-cells, when refined */
+	int16	   *sub;			/* the blocks, each row by row */
 } CmlZoneGrid;
 
 typedef struct CmlModel
@@ -102,7 +116,7 @@ typedef struct CmlModel
 	double	   *core_lon;
 	int32	   *core_zone;
 	CmlCoreIndex *core_index;	/* built lazily by CmlModelPrepare */
-	CmlZoneGrid *zone_grid;		/* k-means, built by CmlModelPrepare (may stay NULL) */
+	CmlZoneGrid *zone_grid;		/* built by CmlModelPrepare (may stay NULL) */
 } CmlModel;
 
 /* Result of predicting one point */

@@ -557,6 +557,14 @@ PredictZoneArgs(FunctionCallInfo fcinfo, const CmlModel *m, int latarg, bool *ho
 	CmlCheckLatLon(lat, lon);
 	if (hot == NULL)
 		return CmlPredictCluster(m, lat, lon);
+	if (m->algorithm == CML_ALG_DBSCAN)
+	{
+		/* a DBSCAN hotspot is any point with a zone */
+		int32		zone = CmlPredictCluster(m, lat, lon);
+
+		*hot = zone >= 0;
+		return zone;
+	}
 	return CmlPredictZone(m, CmlLatLonToVec(lat, lon), hot, NULL);
 }
 
