@@ -206,22 +206,6 @@ RelChange(double cur, double base)
 	return fabs(cur - base) / fabs(base);
 }
 
-/* Mean points per zone and mean radius of a model (0 without zones) */
-static void
-CityFigures(const CmlModel *m, double *mean_points, double *mean_radius)
-{
-	double		sn = 0,
-				sr = 0;
-
-	for (int i = 0; i < m->n_zones; i++)
-	{
-		sn += m->zones[i].n_points;
-		sr += m->zones[i].radius_m;
-	}
-	*mean_points = m->n_zones ? sn / m->n_zones : 0.0;
-	*mean_radius = m->n_zones ? sr / m->n_zones : 0.0;
-}
-
 /* Append "key": float */
 static void
 AppendKeyFloat(StringInfo buf, const char *key, double v, bool comma)
@@ -371,8 +355,8 @@ drift_report(PG_FUNCTION_ARGS)
 		}
 		else
 			cur = CmlDbscanFitPoints(pts, base->eps_m, base->min_points, &clabels);
-		CityFigures(base, &bm_pts, &bm_rad);
-		CityFigures(cur, &cm_pts, &cm_rad);
+		CmlCityFigures(base, &bm_pts, &bm_rad);
+		CmlCityFigures(cur, &cm_pts, &cm_rad);
 		r_nz = RelChange(cur->n_zones, base->n_zones);
 		r_pts = RelChange(cm_pts, bm_pts);
 		r_rad = RelChange(cm_rad, bm_rad);

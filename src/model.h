@@ -143,6 +143,7 @@ extern void CmlAppendJsonFloat(StringInfo buf, double v);
 extern void CmlComputeZones(CmlModel *model, const CmlVec3 *pts, const int32 *labels,
 							int64 n, const CmlVec3 *centers);
 extern void CmlAppendZoneMetrics(StringInfo buf, const CmlModel *m);
+extern void CmlCityFigures(const CmlModel *m, double *mean_points, double *mean_radius);
 
 /* dbscan.c: core-point index used by predict */
 extern CmlCoreIndex *CmlCoreIndexBuild(const CmlModel *model);

@@ -254,6 +254,25 @@ ZoneDensity(const CmlZone *z)
 }
 
 /*
+ * The original pipeline's city figures: mean points per zone and mean zone
+ * radius (0 without zones), shared by zone_metrics and the drift rule
+ */
+void
+CmlCityFigures(const CmlModel *m, double *mean_points, double *mean_radius)
+{
+	double		sn = 0,
+				sr = 0;
+
+	for (int i = 0; i < m->n_zones; i++)
+	{
+		sn += m->zones[i].n_points;
+		sr += m->zones[i].radius_m;
+	}
+	*mean_points = m->n_zones ? sn / m->n_zones : 0.0;
+	*mean_radius = m->n_zones ? sr / m->n_zones : 0.0;
+}
+
+/*
  * Append the city-level zone figures as JSON members (no braces): the
  * original pipeline's n_zones, mean_points_per_zone and mean_zone_radius_m,
  * plus noise share, size spread, radii, densities and quality.
@@ -263,25 +282,22 @@ CmlAppendZoneMetrics(StringInfo buf, const CmlModel *m)
 {
 	int			nz = m->n_zones;
 	double	   *v = palloc(sizeof(double) * Max(nz, 1));
-	double		sum_n = 0,
-				sum_n2 = 0,
-				sum_r = 0,
+	double		sum_n2 = 0,
 				sum_p90 = 0,
 				sum_d = 0,
 				area = 0;
 	int			nd = 0;
 	double		min_n = nz ? INFINITY : 0,
 				max_n = 0;
-	double		mean_n;
+	double		mean_n,
+				mean_r;
 
 	for (int i = 0; i < nz; i++)
 	{
 		const CmlZone *z = &m->zones[i];
 		double		d = ZoneDensity(z);
 
-		sum_n += z->n_points;
 		sum_n2 += (double) z->n_points * z->n_points;
-		sum_r += z->radius_m;
 		sum_p90 += z->p90_m;
 		area += M_PI * (z->radius_m / 1000.0) * (z->radius_m / 1000.0);
 		if (isfinite(d))
@@ -292,7 +308,7 @@ CmlAppendZoneMetrics(StringInfo buf, const CmlModel *m)
 		min_n = Min(min_n, z->n_points);
 		max_n = Max(max_n, z->n_points);
 	}
-	mean_n = nz ? sum_n / nz : 0.0;
+	CmlCityFigures(m, &mean_n, &mean_r);
 
 	appendStringInfo(buf, "\"n_points\": " INT64_FORMAT ", \"n_zones\": %d, \"n_noise\": " INT64_FORMAT
 					 ", \"noise_share\": ", m->n_train, nz, m->n_noise);
@@ -310,7 +326,7 @@ CmlAppendZoneMetrics(StringInfo buf, const CmlModel *m)
 	appendStringInfoString(buf, ", \"std_points_per_zone\": ");
 	CmlAppendJsonFloat(buf, nz ? sqrt(Max(sum_n2 / nz - mean_n * mean_n, 0.0)) : 0.0);
 	appendStringInfoString(buf, ", \"mean_zone_radius_m\": ");
-	CmlAppendJsonFloat(buf, nz ? sum_r / nz : 0.0);
+	CmlAppendJsonFloat(buf, mean_r);
 	for (int i = 0; i < nz; i++)
 		v[i] = m->zones[i].radius_m;
 	appendStringInfoString(buf, ", \"median_zone_radius_m\": ");
