@@ -10,15 +10,22 @@ Workloads
            SQL nearest-centroid subquery and a PostGIS KNN subquery (single process, then
            2 parallel workers for predict and the bare scan).
   kmeans   kmeans_fit(lat, lon, k) for k = 16 and 64 vs scikit-learn's Lloyd KMeans on the same
-           3-D representation (unit vectors x 6,371,000 m) and PostGIS ST_ClusterKMeans.
+           3-D representation (unit vectors x 6,371,000 m) and PostGIS ST_ClusterKMeans;
+           kmeans_fit k=16 n_init=1 again with 2 parallel workers (plan checked).
+  growth   at 100k, 1M and 10M points (--growth-sizes), each in its own table growth_<n>:
+           bare scan, kmeans_fit k=16 n_init=1, predict_cluster with that model, dbscan_fit
+           eps 20 m min 50, predict_cluster with that model; time, backend peak memory and the
+           time ratio per 10x points.
 
-Prints a table, evaluates the targets and writes bench/results/bench.csv.
+Prints a table, evaluates the targets and writes bench/results/bench.csv (rewritten) and
+bench/results/growth.csv (appended).
 """
 import argparse
 import csv
 import datetime
 import io
 import json
+import math
 import os
 import resource
 import statistics
@@ -530,6 +537,42 @@ def copy_labels(cur, sql, n):
     return labels
 
 
+def parallel_kmeans(a, db, k, n, res, notes, W):
+    """kmeans_fit(k, n_init=1) with 2 parallel workers, against the serial row just measured
+    (same statement, same repeat rule): the plan, the workers launched, the model."""
+    opts = json.dumps({"seed": a.seed_fit, "n_init": 1})
+    fit_sql = "SELECT cinematic_ml.kmeans_fit(lat, lon, %s, %s) FROM pts"
+    serial = res.find(W, "cinematic_ml kmeans_fit n_init=1")
+    log(f"{W}: kmeans_fit n_init=1 with 2 parallel workers")
+    b = Backend(db, PARALLEL2)
+    try:
+        plan = explain(b.cur, b.cur.mogrify(fit_sql, (k, opts)).decode())
+        plan_ok = "Parallel Seq Scan" in plan and "Partial Aggregate" in plan
+        if not plan_ok:
+            notes.append(f"WARNING: {W}: kmeans_fit did not get a parallel plan:\n{plan}")
+        t, out = b.timed(fit_sql, (k, opts))
+        t, nr = repeat_fast(a, t, lambda: b.timed(fit_sql, (k, opts))[0])
+        peak = b.peak_mb()
+        info = q1(b.cur, "SELECT cinematic_ml.model_info(%s)", (psycopg2.Binary(bytes(out[0][0])),))[0]
+        b.cur.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + b.cur.mogrify(fit_sql, (k, opts)).decode())
+        launched = [l[0].strip() for l in b.cur.fetchall() if "Workers Launched" in l[0]]
+    finally:
+        b.close()
+    inertia = float(info["inertia"])
+    note = ("Parallel Seq Scan + Partial Aggregate" if plan_ok else "NOT parallel") + "; " + \
+        (launched[0] if launched else "no Gather node") + f"; inertia {inertia:.6g} m2"
+    if serial and serial["inertia"] is not None:
+        note += " (same model as serial)" if inertia == serial["inertia"] else \
+            f" (DIFFERS from serial {serial['inertia']:.6g})"
+    note += "; peak MB is the leader's"
+    r = res.add(W, "cinematic_ml kmeans_fit n_init=1, 2 workers", n, t,
+                ref="cinematic_ml kmeans_fit n_init=1" if serial else None, peak_mb=peak, runs=nr,
+                inertia=inertia, note=note)
+    r["parallel_ok"] = plan_ok and bool(launched) and launched[0].endswith(": 2")
+    log(f"{W}: 2 workers {t:.3f} s against {serial['seconds'] if serial else float('nan'):.3f} s serial; "
+        f"{launched[0] if launched else 'no Gather'}")
+
+
 def kmeans_workload(a, res, notes):
     db = a.db
     n = a.n
@@ -592,6 +635,9 @@ def kmeans_workload(a, res, notes):
                 meth = f"cinematic_ml kmeans_fit n_init={ni}"
                 res.add(W, meth, n, t, ref=sk_ref if ni == n_init else None, peak_mb=peak, runs=nr,
                         inertia=inertia, note=note)
+
+            if k in a.parallel_ks:
+                parallel_kmeans(a, db, k, n, res, notes, W)
 
             # window function of the extension and PostGIS's, on the same rows
             pg_rows = min(n, a.postgis_kmeans_rows)
@@ -671,9 +717,266 @@ def kmeans_workload(a, res, notes):
                          f"(3 runs, inertia {vals[0]:.6g})")
 
 
+# --------------------------------------------------------------------------- growth series
+
+GROWTH_EPS_M, GROWTH_MIN_POINTS = 20.0, 50      # the DBSCAN bench's parameters
+GROWTH_CHUNK = 1_000_000                        # rows per binary COPY when loading a growth table
+GROWTH_STEP_MAX = 12.5                          # near-linear: time x <= this per 10x points
+
+
+def vm_mem_mb(pid):
+    """(VmHWM, VmHWM - RssShmem - RssFile) of a local process in MB, or (None, None).
+
+    VmHWM counts every shared-buffer page the backend touched and the mapped binaries; the
+    second figure subtracts both as they stand after the query (they only grow while a
+    query runs), which leaves an estimate of the backend's own peak memory (palloc'd
+    arrays, sort space, ...)."""
+    vals = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key = line.split(":", 1)[0]
+                if key in ("VmHWM", "RssShmem", "RssFile"):
+                    vals[key] = int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        return None, None
+    if "VmHWM" not in vals:
+        return None, None
+    return vals["VmHWM"], vals["VmHWM"] - vals.get("RssShmem", 0.0) - vals.get("RssFile", 0.0)
+
+
+def load_growth_table(db, n, seed):
+    """growth_<n>(id, lat, lon): n points of gen.paris_points(n, seed), loaded by binary COPY
+    FREEZE in chunks inside the transaction that creates the table (no WAL with
+    wal_level=minimal, no hint-bit writes later). Reused when bench_meta says it matches."""
+    table = f"growth_{n}"
+    conn = connect(db)
+    cur = conn.cursor()
+    cur.execute("CREATE TABLE IF NOT EXISTS bench_meta (k text PRIMARY KEY, v jsonb)")
+    want = {"n": n, "seed": seed, "gen": GEN_VERSION}
+    have = q1(cur, "SELECT v FROM bench_meta WHERE k = %s", (table,))
+    exists = q1(cur, "SELECT count(*) FROM pg_class WHERE relname = %s AND relkind = 'r'", (table,))[0] == 1
+    if have and have[0] == want and exists:
+        log(f"growth: reusing {table}")
+        conn.close()
+        return table, 0.0
+    log(f"growth: generating and loading {n:,} points into {table}")
+    t0 = time.perf_counter()
+    lat, lon = gen.paris_points(n, seed)
+    t_gen = time.perf_counter() - t0
+    conn.autocommit = False
+    cur.execute(f"DROP TABLE IF EXISTS {table}")
+    cur.execute(f"CREATE TABLE {table} (id int4 NOT NULL, lat float8 NOT NULL, lon float8 NOT NULL)")
+    for s in range(0, n, GROWTH_CHUNK):
+        e = min(n, s + GROWTH_CHUNK)
+        cur.copy_expert(f"COPY {table} FROM STDIN (FORMAT binary, FREEZE)",
+                        gen.copy_binary(lat[s:e], lon[s:e], id0=s + 1))
+    conn.commit()
+    del lat, lon
+    t_copy = time.perf_counter() - t0 - t_gen
+    conn.autocommit = True
+    cur.execute(f"VACUUM (FREEZE, ANALYZE) {table}")
+    cur.execute("INSERT INTO bench_meta VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+                (table, json.dumps(want)))
+    size = q1(cur, "SELECT pg_size_pretty(pg_table_size(%s::regclass))", (table,))[0]
+    total = time.perf_counter() - t0
+    log(f"growth: {table} ready in {total:.1f} s (generate {t_gen:.1f} s, binary COPY {t_copy:.1f} s, "
+        f"vacuum+analyze {total - t_gen - t_copy:.1f} s), {size}")
+    conn.close()
+    return table, total
+
+
+def growth_measure(a, db, settings, sql, args=None, fit=False):
+    """Time one query on a fresh backend. fit: best of 3 when the first run is under
+    --fit-repeat-below seconds, else one run; otherwise best of --growth-runs.
+    Returns (best, median, runs, peak MB, private peak MB, last result)."""
+    b = Backend(db, settings)
+    try:
+        times = []
+        t, out = b.timed(sql, args)
+        times.append(t)
+        more = (2 if t < a.fit_repeat_below else 0) if fit else a.growth_runs - 1
+        for _ in range(more):
+            t, out = b.timed(sql, args)
+            times.append(t)
+        peak, priv = vm_mem_mb(b.pid)
+        return min(times), statistics.median(times), len(times), peak, priv, out
+    finally:
+        b.close()
+
+
+def register_growth_model(db, name, fit_sql, fit_args):
+    """Fit again (untimed) and register the model under `name` as its only, active, version."""
+    conn = connect(db)
+    cur = conn.cursor()
+    for k, v in SERIAL.items():
+        cur.execute(f"SET {k} = %s", (str(v),))
+    cur.execute("DELETE FROM cinematic_ml.model_versions WHERE model_name = %s", (name,))
+    cur.execute("DELETE FROM cinematic_ml.models WHERE model_name = %s", (name,))
+    cur.execute(f"SELECT cinematic_ml.register_model(%s, ({fit_sql}))", (name, *fit_args))
+    info = q1(cur, "SELECT metrics, length(model) FROM cinematic_ml.model_versions WHERE model_name = %s", (name,))
+    conn.close()
+    return info[0], info[1]
+
+
+GROWTH_METHODS = [
+    # (key, label)
+    ("bare", "bare scan sum(lat+lon)"),
+    ("km_fit", "kmeans_fit k=16 n_init=1"),
+    ("km_pred", "predict_cluster(lat, lon, name), k-means k=16"),
+    ("db_fit", f"dbscan_fit eps {GROWTH_EPS_M:g} m min {GROWTH_MIN_POINTS}"),
+    ("db_pred", f"predict_cluster(lat, lon, name), DBSCAN eps {GROWTH_EPS_M:g} m"),
+]
+
+
+def growth_workload(a, notes):
+    """Train and predict at each of --growth-sizes: time, peak memory, growth per 10x points."""
+    db = a.db
+    rows = []
+    label = dict(GROWTH_METHODS)
+    km_opts = json.dumps({"seed": a.seed_fit, "n_init": 1})
+    for n in a.growth_sizes:
+        table, load_s = load_growth_table(db, n, a.seed)
+        sample_load()
+
+        def add(key, best, med, runs, peak, priv, note=""):
+            busy = max(LOAD_SAMPLES) if LOAD_SAMPLES else None
+            LOAD_SAMPLES.clear()
+            r = dict(key=key, method=label[key], n=n, seconds=best, median=med, runs=runs, peak_mb=peak,
+                          private_mb=priv, note=note, busy=busy, step=None, exponent=None, vs_bare=None)
+            rows.append(r)
+            log(f"growth {n:>10,} {label[key]:<48} {best:8.3f} s (runs {runs}), peak {peak or 0:.0f} MB, "
+                f"private {priv or 0:.0f} MB {note}")
+            return r
+
+        best, med, runs, peak, priv, out = growth_measure(a, db, SERIAL, f"SELECT sum(lat + lon) FROM {table}")
+        bare = add("bare", best, med, runs, peak, priv, f"load {load_s:.1f} s" if load_s else "table reused")
+
+        # k-means k=16, one init: the fit, then predict with the same model registered by name
+        fit_sql = f"SELECT cinematic_ml.kmeans_fit(lat, lon, 16, %s) AS m FROM {table}"
+        best, med, runs, peak, priv, out = growth_measure(a, db, SERIAL, f"SELECT length(m) FROM ({fit_sql}) s",
+                                                          (km_opts,), fit=True)
+        name = f"growth_km_{n}"
+        info, size = register_growth_model(db, name, fit_sql, (km_opts,))
+        add("km_fit", best, med, runs, peak, priv,
+            f"inertia {float(info['inertia']):.6g} m2, {info.get('n_iter')} iter, model {size:,} B")
+        best, med, runs, peak, priv, out = growth_measure(
+            a, db, SERIAL, f"SELECT sum(cinematic_ml.predict_cluster(lat, lon, %s)) FROM {table}", (name,))
+        r = add("km_pred", best, med, runs, peak, priv, f"sum of ids {out[0][0]}")
+        r["vs_bare"] = best / bare["seconds"]
+
+        # DBSCAN eps 20 m, min 50 (the DBSCAN bench's parameters): fit, then predict by name
+        fit_sql = f"SELECT cinematic_ml.dbscan_fit(lat, lon, %s, %s) AS m FROM {table}"
+        dargs = (GROWTH_EPS_M, GROWTH_MIN_POINTS)
+        best, med, runs, peak, priv, out = growth_measure(a, db, SERIAL, f"SELECT length(m) FROM ({fit_sql}) s",
+                                                          dargs, fit=True)
+        name = f"growth_db_{n}"
+        info, size = register_growth_model(db, name, fit_sql, dargs)
+        add("db_fit", best, med, runs, peak, priv,
+            f"{info.get('n_zones')} zones, {info.get('n_noise')} noise, model {size:,} B")
+        best, med, runs, peak, priv, out = growth_measure(
+            a, db, SERIAL, f"SELECT sum(cinematic_ml.predict_cluster(lat, lon, %s)) FROM {table}", (name,))
+        r = add("db_pred", best, med, runs, peak, priv, f"sum of ids {out[0][0]}")
+        r["vs_bare"] = best / bare["seconds"]
+        if a.growth_drop:
+            c = connect(db)
+            c.cursor().execute(f"DROP TABLE {table}")
+            c.cursor().execute("DELETE FROM bench_meta WHERE k = %s", (table,))
+            c.close()
+
+    # growth per 10x points between consecutive sizes
+    for key, _ in GROWTH_METHODS:
+        series = sorted((r for r in rows if r["key"] == key), key=lambda r: r["n"])
+        for prev, cur_ in zip(series, series[1:]):
+            decades = math.log10(cur_["n"] / prev["n"])
+            ratio = cur_["seconds"] / prev["seconds"]
+            cur_["exponent"] = math.log10(ratio) / decades
+            cur_["step"] = ratio ** (1.0 / decades)
+            if prev["private_mb"] and cur_["private_mb"]:
+                cur_["mem_step"] = (cur_["private_mb"] / prev["private_mb"]) ** (1.0 / decades)
+    return rows
+
+
+def growth_summary(rows):
+    """One line per method: time (and private memory) per 10x points at each step."""
+    out = []
+    for key, label in GROWTH_METHODS:
+        series = sorted((r for r in rows if r["key"] == key), key=lambda r: r["n"])
+        if len(series) < 2:
+            continue
+        steps = [f"{p['n']:,}->{c['n']:,}: x{c['step']:.1f}" for p, c in zip(series, series[1:])]
+        worst = max(c["step"] for c in series[1:])
+        mem = [f"x{c['mem_step']:.1f}" for c in series[1:] if c.get("mem_step")]
+        out.append((key, label, worst, f"time per 10x points {', '.join(steps)} (exponent "
+                    + ", ".join(f"{c['exponent']:.2f}" for c in series[1:]) + ")"
+                    + (f"; private memory per 10x {', '.join(mem)}" if mem else "")))
+    return out
+
+
+def growth_table_lines(rows):
+    head = ["method", "points", "seconds", "runs", "x per 10x points", "vs bare scan", "peak MB",
+            "private MB", "notes"]
+    body = []
+    for r in rows:
+        body.append([r["method"], f"{r['n']:,}", fmt_s(r["seconds"]), str(r["runs"]),
+                     "-" if r["step"] is None else f"{r['step']:.2f} (n^{r['exponent']:.2f})",
+                     "-" if r["vs_bare"] is None else f"{r['vs_bare']:.2f}x",
+                     "-" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}",
+                     "-" if r["private_mb"] is None else f"{r['private_mb']:.0f}", r["note"]])
+    return head, body
+
+
+def print_growth(rows, out=sys.stdout):
+    head, body = growth_table_lines(rows)
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    widths[-1] = len(head[-1])
+    line = "  ".join(h.ljust(w) for h, w in zip(head, widths))
+    print(line, file=out)
+    print("-" * len(line), file=out)
+    for b in body:
+        print("  ".join(c.ljust(w) for c, w in zip(b, widths)).rstrip(), file=out)
+
+
+def growth_markdown(rows):
+    head, body = growth_table_lines(rows)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for b in body:
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in b) + " |")
+    return "\n".join(lines)
+
+
+def append_growth_csv(path, rows, env, a):
+    """Append (never rewrite) one row per (method, size) to growth.csv."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    cols = ["run_at", "method", "n", "seconds", "runs", "median_seconds", "x_per_10x", "exponent",
+            "ratio_to_bare_scan", "peak_mb", "private_peak_mb", "other_running", "note", "seed", "sizes",
+            "git_head", "git_dirty", "pg_version", "pg_settings", "cinematic_ml", "cpu_model", "cpus", "mem_gb",
+            "uname", "library"]
+    new = not os.path.exists(path) or os.path.getsize(path) == 0
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
+    with open(path, "a", newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(cols)
+        for r in rows:
+            w.writerow([env["run_at"], r["method"], r["n"], f"{r['seconds']:.6f}", r["runs"],
+                        f"{r['median']:.6f}", "" if r["step"] is None else f"{r['step']:.4f}",
+                        "" if r["exponent"] is None else f"{r['exponent']:.4f}",
+                        "" if r["vs_bare"] is None else f"{r['vs_bare']:.4f}",
+                        "" if r["peak_mb"] is None else f"{r['peak_mb']:.1f}",
+                        "" if r["private_mb"] is None else f"{r['private_mb']:.1f}",
+                        "" if r["busy"] is None else f"{r['busy']:.1f}", r["note"], a.seed,
+                        " ".join(str(x) for x in a.growth_sizes), env["git_head"], env["git_dirty"],
+                        env["pg_version"], env["pg_settings"], env["cinematic_ml"], env["cpu_model"], env["cpus"],
+                        f"{mem_gb:.0f}", env["uname"], env["library"]])
+
+
 # --------------------------------------------------------------------------- targets
 
-def evaluate_targets(res, a):
+PARALLEL_DROP = 0.95   # "the time drops": 2 workers at least 5 % faster than none (beyond run-to-run noise)
+
+
+def evaluate_targets(res, a, growth_rows=()):
     out = []
 
     def chk(name, ok, detail):
@@ -692,6 +995,11 @@ def evaluate_targets(res, a):
     if r and pb:
         x = r["seconds"] / pb["seconds"]
         chk("predict_cluster(lat, lon) <= 1.5x bare scan, 2 workers", x <= 1.5, f"{x:.2f}x")
+    ps = res.find(W, "predict_cluster(lat, lon)")
+    if r and ps:
+        x = r["seconds"] / ps["seconds"]
+        chk(f"predict_cluster(lat, lon): time drops with 2 parallel workers (< {PARALLEL_DROP}x serial)",
+            x < PARALLEL_DROP, f"{x:.2f}x ({r['seconds']:.3f} s against {ps['seconds']:.3f} s); {r['note']}")
     p = res.find(W, "predict_cluster(lat, lon)")
     for m in ("SQL nearest-centroid subquery", "PostGIS KNN geometry(2154) <->", "PostGIS KNN geography <->"):
         r = res.find(W, m)
@@ -711,6 +1019,13 @@ def evaluate_targets(res, a):
             chk(f"k={k}: kmeans_fit n_init={a.n_init} <= 0.5x scikit-learn's time", x <= 0.5, f"{x:.2f}x")
             rel = ext["inertia"] / sk["inertia"] - 1
             chk(f"k={k}: inertia within 1 % of scikit-learn's (or better)", rel <= 0.01, f"{100 * rel:+.3f} %")
+        par = res.find(W, "cinematic_ml kmeans_fit n_init=1, 2 workers")
+        if par and ext1:
+            x = par["seconds"] / ext1["seconds"]
+            chk(f"k={k}: kmeans_fit n_init=1: time drops with 2 parallel workers (< {PARALLEL_DROP}x serial)",
+                x < PARALLEL_DROP and par.get("parallel_ok", False),
+                f"{x:.2f}x ({par['seconds']:.3f} s against {ext1['seconds']:.3f} s)"
+                + ("" if par.get("parallel_ok") else "; the plan was NOT parallel with 2 workers launched"))
         qs = res.find(W, f"quality: scikit-learn, {a.quality_seeds} seeds x 1 init")
         qe = res.find(W, f"quality: cinematic_ml, {a.quality_seeds} seeds x 1 init")
         if qs and qe:
@@ -725,6 +1040,11 @@ def evaluate_targets(res, a):
             x = pg["seconds"] / win["seconds"]
             chk(f"k={k}: cluster_kmeans() OVER () >= 10x faster than ST_ClusterKMeans() OVER ()", x >= 10,
                 f"{x:.1f}x")
+    for key, label, worst, detail in growth_summary(growth_rows):
+        if key == "bare":
+            continue
+        chk(f"growth: {label} near-linear (<= {GROWTH_STEP_MAX:g}x time per 10x points)", worst <= GROWTH_STEP_MAX,
+            detail)
     return out
 
 
@@ -846,26 +1166,48 @@ def main():
     ap.add_argument("--no-sklearn-1thread", dest="sklearn_1thread", action="store_false",
                     help="skip the single-threaded scikit-learn runs")
     ap.add_argument("--no-parallel-check", dest="parallel_check", action="store_false")
-    ap.add_argument("--only", choices=["predict", "kmeans"], default=os.environ.get("BENCH_ONLY") or None)
+    ap.add_argument("--parallel-ks", default="16",
+                    help="k values for which kmeans_fit n_init=1 also runs with 2 parallel workers (16; '' skips)")
+    ap.add_argument("--growth-sizes", default=os.environ.get("BENCH_GROWTH_SIZES", "100000,1000000,10000000"),
+                    help="growth series: train and predict at these sizes, each in its own table "
+                         "growth_<n> (100000,1000000,10000000; 'none' skips)")
+    ap.add_argument("--no-growth", dest="growth_sizes", action="store_const", const="none",
+                    help="skip the growth series (same as --growth-sizes none)")
+    ap.add_argument("--growth-runs", type=int, default=3,
+                    help="runs per growth scan/predict query, best kept (3); fits follow --fit-repeat-below")
+    ap.add_argument("--growth-drop", action="store_true",
+                    help="drop each growth_<n> table after use (default: keep it for the next run)")
+    ap.add_argument("--growth-csv", default=os.path.join(HERE, "results", "growth.csv"),
+                    help="growth rows are appended here (bench/results/growth.csv)")
+    ap.add_argument("--only", choices=["predict", "kmeans", "growth"], default=os.environ.get("BENCH_ONLY") or None)
     ap.add_argument("--regen", action="store_true", help="regenerate the points even if they match")
     ap.add_argument("--csv", default=os.path.join(HERE, "results", "bench.csv"))
     a = ap.parse_args()
     a.ks = [int(x) for x in a.ks.split(",") if x.strip()]
     a.quality_ks = [int(x) for x in a.quality_ks.split(",") if x.strip()]
     a.subset = min(a.subset, a.n)
+    a.parallel_ks = [int(x) for x in a.parallel_ks.split(",") if x.strip()]
+    gs = a.growth_sizes.strip().lower()
+    a.growth_sizes = [] if gs in ("", "0", "none", "no") else \
+        sorted({int(float(x)) for x in a.growth_sizes.split(",") if x.strip()})
 
     t_start = time.perf_counter()
     ensure_database(a.db)
     env = environment(a.db)
-    setup_points(a.db, a.n, a.seed, a.subset, a.regen)
+    if a.only in (None, "predict", "kmeans"):
+        setup_points(a.db, a.n, a.seed, a.subset, a.regen)
     res = Results()
     notes = []
+    growth_rows = []
     if a.only in (None, "predict"):
         predict_workload(a, res, notes)
     if a.only in (None, "kmeans"):
         kmeans_workload(a, res, notes)
+    if a.only in (None, "growth") and a.growth_sizes:
+        growth_rows = growth_workload(a, notes)
     res.resolve_ratios()
     busy = [(r["busy"], r["workload"], r["method"]) for r in res.rows if r["busy"] is not None]
+    busy += [(r["busy"], "growth", f"{r['method']} at {r['n']:,}") for r in growth_rows if r["busy"] is not None]
     if busy:
         worst = max(busy)
         if worst[0] >= 0.5:
@@ -880,16 +1222,29 @@ def main():
         env["library"] = f"{env['library']} -> {lib_end}"
 
     print()
-    print(f"cinematic_ml benchmarks: {a.n:,} Paris-like points, seed {a.seed}; predict: best of {a.runs}; "
-          f"k-means: best of 3 when under {a.fit_repeat_below:g} s, else one run; n_init={a.n_init}, seed {a.seed_fit}")
+    if res.rows:
+        print(f"cinematic_ml benchmarks: {a.n:,} Paris-like points, seed {a.seed}; predict: best of {a.runs}; "
+              f"k-means: best of 3 when under {a.fit_repeat_below:g} s, else one run; n_init={a.n_init}, "
+              f"seed {a.seed_fit}")
+    else:
+        print(f"cinematic_ml growth series: {', '.join(f'{x:,}' for x in a.growth_sizes)} Paris-like points, "
+              f"seed {a.seed}")
     print(f"git {env['git_head'][:12]}{' (src/sql modified)' if env['git_dirty'] == 'yes' else ''}, "
           f"{env['pg_version'].split(',')[0]}, PostGIS {env['postgis']}, scikit-learn {env['sklearn']}, "
           f"{env['cpu_model']} x{env['cpus']}")
     print(f"server: {env['pg_settings']}")
     print()
-    print_table(res)
-    print()
-    targets = evaluate_targets(res, a)
+    if res.rows:
+        print_table(res)
+        print()
+    if growth_rows:
+        print(f"growth series (seed {a.seed}; one process, no parallel workers; k-means k=16 n_init=1, "
+              f"DBSCAN eps {GROWTH_EPS_M:g} m min {GROWTH_MIN_POINTS}; predict by model name):")
+        print_growth(growth_rows)
+        for key, label, worst, detail in growth_summary(growth_rows):
+            print(f"  {label}: {detail}")
+        print()
+    targets = evaluate_targets(res, a, growth_rows)
     print("targets:")
     for name, ok, detail in targets:
         print(f"  [{'MET ' if ok else 'MISS'}] {name}: {detail}")
@@ -898,18 +1253,32 @@ def main():
         print("notes:")
         for nline in notes:
             print("  - " + nline)
-    write_csv(a.csv, res, env, a)
+    wrote = []
+    if res.rows:
+        write_csv(a.csv, res, env, a)
+        wrote.append(a.csv)
+    if growth_rows:
+        append_growth_csv(a.growth_csv, growth_rows, env, a)
+        wrote.append(a.growth_csv + " (appended)")
     md = os.path.join(os.path.dirname(a.csv), "latest.md")
     with open(md, "w") as f:
         f.write(f"{a.n:,} points; git {env['git_head'][:12]}; {env['pg_version'].split(',')[0]}; "
                 f"{env['cpu_model']} x{env['cpus']}; {env['pg_settings']}\n\n")
-        f.write(markdown_table(res) + "\n\n")
+        if res.rows:
+            f.write(markdown_table(res) + "\n\n")
+        if growth_rows:
+            f.write(f"Growth series (seed {a.seed}, sizes {', '.join(f'{x:,}' for x in a.growth_sizes)}):\n\n")
+            f.write(growth_markdown(growth_rows) + "\n\n")
+            for key, label, worst, detail in growth_summary(growth_rows):
+                f.write(f"- {label}: {detail}\n")
+            f.write("\n")
         for name, ok, detail in targets:
             f.write(f"- {'met' if ok else '**missed**'}: {name}: {detail}\n")
         for nline in notes:
             f.write(f"- {nline}\n")
     print()
-    print(f"wrote {a.csv} and {md} in {time.perf_counter() - t_start:.0f} s")
+    wrote.append(md)
+    print(f"wrote {', '.join(wrote)} in {time.perf_counter() - t_start:.0f} s")
     return 0
 
 

@@ -62,15 +62,15 @@ def paris_points(n, seed):
     return lat[perm], lon[perm]
 
 
-def copy_binary(lat, lon):
-    """A PostgreSQL binary COPY stream of rows (id int4, lat float8, lon float8), ids from 1."""
+def copy_binary(lat, lon, id0=1):
+    """A PostgreSQL binary COPY stream of rows (id int4, lat float8, lon float8), ids from id0."""
     n = len(lat)
     rec = np.dtype([("nf", ">i2"), ("l1", ">i4"), ("id", ">i4"), ("l2", ">i4"), ("lat", ">f8"),
                     ("l3", ">i4"), ("lon", ">f8")])
     a = np.empty(n, dtype=rec)
     a["nf"] = 3
     a["l1"] = 4
-    a["id"] = np.arange(1, n + 1, dtype=np.int64)
+    a["id"] = np.arange(id0, id0 + n, dtype=np.int64)
     a["l2"] = 8
     a["lat"] = lat
     a["l3"] = 8
