@@ -14,8 +14,10 @@ map   bench/results/paris_zones.png: the Paris shoots coloured by DBSCAN zone
       missing), otherwise a throwaway cluster from scripts/pgcluster.sh, removed at the end.
 time  bench/results/time_vs_points.png: seconds against points, log-log, one line per
       method that was measured at two sizes or more in bench/results/dbscan.csv or
-      bench/results/bench.csv (the latest measurement of each method and size). Rows that
-      were skipped or scaled from a subset are left out. No server needed.
+      bench/results/bench.csv (the latest measurement of each method and size), plus the
+      growth series of bench/results/growth.csv (squares; for each method the latest run
+      that measured two sizes or more) and a dotted slope-1 guide through the growth bare
+      scan. Rows that were skipped or scaled from a subset are left out. No server needed.
 """
 import argparse
 import csv
@@ -34,6 +36,8 @@ RESULTS = os.path.join(HERE, "results")
 PGBIN = "/usr/lib/postgresql/15/bin"
 LAT0, LON0 = 48.8566, 2.3522          # Hotel de Ville: the origin of the km axes
 KM_PER_DEG = 6371.0 * math.pi / 180.0
+LINE_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+                "#000000", "#bcbd22", "#7f7f7f", "#393b79", "#637939", "#843c39"]
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
 
@@ -189,6 +193,23 @@ def latest_series():
     for label, d in series.items():
         if len(d) >= 2:
             out[label] = {n: s for n, (_, s) in sorted(d.items())}
+    # the growth series (bench.py, appended to growth.csv): for each method, the latest run
+    # that measured it at two sizes or more, so that one line is one run
+    f = os.path.join(RESULTS, "growth.csv")
+    if os.path.exists(f):
+        runs = {}
+        for r in csv.DictReader(open(f, newline="")):
+            try:
+                s, n = float(r["seconds"]), int(r["n"])
+            except (ValueError, KeyError):
+                continue
+            runs.setdefault(r["method"], {}).setdefault(r["run_at"], {})[n] = s
+        for method, by_run in runs.items():
+            full = [(at, d) for at, d in by_run.items() if len(d) >= 2]
+            if full:
+                at, d = max(full)
+                who = "" if method.startswith("bare scan") else "cinematic_ml "
+                out[f"growth: {who}{method}"] = dict(sorted(d.items()))
     return out
 
 
@@ -200,25 +221,38 @@ def time_vs_points(out):
     tmp = tempfile.mkdtemp(prefix="cml_plotdata.")
     try:
         plots = []
+        guide = None
         for i, (label, d) in enumerate(sorted(series.items())):
             p = os.path.join(tmp, f"s{i}")
             with open(p, "w") as f:
                 for n, s in d.items():
                     f.write(f"{n} {s}\n")
             lw = 2.5 if "cinematic_ml" in label else 1.5
+            growth = label.startswith("growth:")
+            pt, dt = (5, 1) if growth else (7, 1)
+            if growth and "bare scan" in label:
+                dt = 2
+                n0 = min(d)
+                guide = (n0, d[n0])
             title = label.replace('"', "'")
-            plots.append(f'"{p}" using 1:2 with linespoints lw {lw} pt 7 ps 1.2 title "{title}"')
+            colour = LINE_COLOURS[i % len(LINE_COLOURS)]
+            plots.append(f'"{p}" using 1:2 with linespoints lw {lw} dt {dt} pt {pt} ps 1.2 lc rgb "{colour}" '
+                         f'title "{title}"')
+        if guide:
+            # a slope-1 line a third below the growth bare scan's first point: linear time runs parallel to it
+            plots.append(f'{guide[1] / 3!r} * x / {guide[0]!r} with lines lc rgb "#777777" dt 3 lw 1.5 '
+                         f'title "slope 1 (time proportional to points), for reference"')
         gnuplot(f"""
-set terminal pngcairo size 1200,800 font "DejaVu Sans,11"
+set terminal pngcairo size 1400,1050 font "DejaVu Sans,11"
 set output "{out}"
-set title "Time against points (log-log), latest run of each method and size, 2-core VM"
+set title "Seconds (y) against points (x), log-log: latest run of each method and size, 2-core VM"
 set logscale xy
 set format x "10^{{%L}}"
 set format y "10^{{%L}}"
-set xlabel "points"
+unset xlabel
 set ylabel "seconds"
 set grid xtics ytics mxtics mytics lc rgb "#dddddd"
-set key bottom right box opaque noenhanced
+set key below left Left reverse box opaque noenhanced maxcols 2 width 2
 plot {", ".join(plots)}
 """)
     finally:
