@@ -11,9 +11,11 @@
 #   BENCH_DB          database to use (default cml_bench; created with the extensions if missing)
 #   BENCH_N           points (default 1000000)          BENCH_RUNS     runs per predict query (5)
 #   BENCH_N_INIT      k-means n_init (3)                BENCH_KS       k values (16,64)
-#   BENCH_ONLY        predict | kmeans                  BENCH_PG_CONF  extra postgresql.conf lines
+#   BENCH_ONLY        predict | kmeans | growth         BENCH_PG_CONF  extra postgresql.conf lines
+#   BENCH_GROWTH_SIZES  growth series sizes (100000,1000000,10000000; none skips)
 #   BENCH_KEEP_CLUSTER=1  leave the throwaway cluster running (its env is printed)
-# Results: the table on stdout, bench/results/bench.csv and bench/results/latest.md.
+# Results: the table on stdout, bench/results/bench.csv (rewritten), bench/results/growth.csv
+# (appended) and bench/results/latest.md.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -49,9 +51,14 @@ else
 	CLUSTER_DIR=$(mktemp -d /tmp/cml_bench.XXXXXX)
 	echo "bench: starting a throwaway cluster in $CLUSTER_DIR on port $port" >&2
 	# a server sized like a small production box rather than initdb's 128 MB defaults
+	# wal_level = minimal: the growth series' binary COPY into a table created in the same
+	# transaction writes no WAL (10M rows, ~500 MB); nothing timed depends on it
 	PG_EXTRA_CONF="shared_buffers = '1GB'
 work_mem = '64MB'
 max_parallel_workers = 8
+wal_level = minimal
+max_wal_senders = 0
+max_wal_size = '4GB'
 ${BENCH_PG_CONF:-}" scripts/pgcluster.sh start "$CLUSTER_DIR" "$port"
 	eval "$(scripts/pgcluster.sh env "$CLUSTER_DIR")"
 	export PGHOST PGPORT PGUSER
