@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317 # cleanup runs from the EXIT trap (shellcheck takes the exit in finish for the end)
 # S3 export and import against a real, SigV4-verifying S3 server: a single-node Ceph RADOS
 # Gateway on 127.0.0.1 (scripts/s3server.sh), started here on free ports and wiped at the end.
 #
@@ -15,31 +16,20 @@
 # Ceph packages are missing and cannot be installed.
 set -euo pipefail
 
-ROOT=${CML_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib/common.sh
+source "$HERE/lib/common.sh"
+# shellcheck source=lib/s3.sh
+source "$HERE/lib/s3.sh"
+
+ROOT=${CML_ROOT:-$(cd "$HERE/../.." && pwd)}
 S3SERVER=$ROOT/scripts/s3server.sh
 DB=cml_s3_export
 BUCKET=cml-export-test
 PREFIX=it/exports
 SETTINGS=(cinematic_ml.s3_endpoint cinematic_ml.s3_bucket cinematic_ml.s3_prefix
 	cinematic_ml.s3_region cinematic_ml.s3_path_style cinematic_ml.s3_credentials_file)
-T0=$SECONDS
 
-fail=0
-checks=0
-ok() {
-	checks=$((checks + 1))
-	echo "ok $checks - $*"
-}
-not_ok() {
-	checks=$((checks + 1))
-	fail=1
-	echo "not ok $checks - $*"
-}
-check() { # description command...
-	local what=$1
-	shift
-	if "$@"; then ok "$what"; else not_ok "$what"; fi
-}
 export PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning"
 q() { psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -At "$@"; }
 qpg() { psql -X -q -v ON_ERROR_STOP=1 -d postgres -At "$@"; }
@@ -49,25 +39,8 @@ qr() { # value sql
 }
 
 # ---------------------------------------------------------------- packages
-need=(radosgw ceph-mon ceph-osd radosgw-admin ceph monmaptool)
-missing() {
-	local c
-	for c in "${need[@]}"; do
-		command -v "$c" >/dev/null 2>&1 || return 0
-	done
-	return 1
-}
-if missing; then
-	if ((EUID == 0)) && command -v apt-get >/dev/null 2>&1; then
-		echo "installing the Ceph packages (radosgw ceph-mon ceph-osd ceph-common)"
-		DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q --no-install-recommends \
-			radosgw ceph-mon ceph-osd ceph-common >/dev/null 2>&1 || true
-	fi
-	if missing; then
-		echo "SKIP: the Ceph packages (radosgw ceph-mon ceph-osd ceph-common) are missing and could not be installed"
-		exit 77
-	fi
-fi
+# shellcheck disable=SC2119 # no commands needed beyond the Ceph ones
+s3_require_ceph
 if [[ "$(qpg -c "SELECT count(*) FROM pg_available_extensions WHERE name = 'cinematic_ml'")" != 1 ]]; then
 	echo "FAILED: the cinematic_ml extension is not installed in this cluster"
 	exit 1
@@ -79,21 +52,6 @@ chmod 0755 "$WORK"
 S3DIR=$WORK/s3
 BLACKHOLE_PID=""
 SAVED_SETTINGS=$WORK/saved-settings.sql
-
-# pick_port VAR: a TCP port on 127.0.0.1 nobody listens on, distinct from those picked before
-USED_PORTS=" "
-pick_port() {
-	local port hex
-	for ((port = 20000 + RANDOM % 20000; port < 60000; port++)); do
-		printf -v hex ':%04X ' "$port"
-		if ! grep -qs "$hex" /proc/net/tcp /proc/net/tcp6 && [[ "$USED_PORTS" != *" $port "* ]]; then
-			USED_PORTS="$USED_PORTS$port "
-			printf -v "$1" '%s' "$port"
-			return 0
-		fi
-	done
-	return 1
-}
 
 # The settings this test changes, as they are in postgresql.auto.conf now
 qpg -c "SELECT format('ALTER SYSTEM SET %s = %L;', name, setting) FROM pg_file_settings
@@ -137,53 +95,18 @@ set_system() { # name value [name value ...]
 }
 
 # ---------------------------------------------------------------- the S3 server
-pick_port RGW_PORT
-pick_port MON_PORT
-pick_port MON_PORT2
-pick_port BLACKHOLE_PORT
 t=$SECONDS
-S3_RGW_PORT=$RGW_PORT S3_MON_PORT=$MON_PORT S3_MON_PORT2=$MON_PORT2 "$S3SERVER" start "$S3DIR" >"$WORK/s3.env"
-# shellcheck disable=SC1091
-source "$WORK/s3.env"
+s3_start "$S3DIR" "$WORK/s3.env"
 "$S3SERVER" mkbucket "$S3DIR" "$BUCKET"
-echo "S3 server at $S3_ENDPOINT (started in $((SECONDS - t)) s)"
+echo "# S3 server at $S3_ENDPOINT (started in $((SECONDS - t)) s)"
 
 # credentials files, readable by the server's OS user only
 CRED=$WORK/credentials
 WRONG=$WORK/credentials.wrong
 WRONG_SECRET=WrongSecretKey0000000000000000000000cml9
-printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$S3_ACCESS_KEY" "$S3_SECRET_KEY" >"$CRED"
-printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$S3_ACCESS_KEY" "$WRONG_SECRET" >"$WRONG"
-chmod 0600 "$CRED" "$WRONG"
-if ((EUID == 0)); then
-	chown postgres "$CRED" "$WRONG"
-fi
-
-# an independent S3 client: awscli when installed, else curl's own SigV4
-s3get() { # key outfile
-	if command -v aws >/dev/null 2>&1; then
-		AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY AWS_DEFAULT_REGION=$S3_REGION \
-			AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=$WORK/no-aws-config AWS_SHARED_CREDENTIALS_FILE=$WORK/no-aws-credentials \
-			timeout 60 aws --endpoint-url "$S3_ENDPOINT" s3 cp --only-show-errors "s3://$BUCKET/$1" "$2"
-	else
-		timeout 60 curl -sf --aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" \
-			-H 'x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855' \
-			-o "$2" "$S3_ENDPOINT/$BUCKET/$1"
-	fi
-}
-s3ls() { # prefix: one key a line
-	if command -v aws >/dev/null 2>&1; then
-		AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY AWS_DEFAULT_REGION=$S3_REGION \
-			AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=$WORK/no-aws-config AWS_SHARED_CREDENTIALS_FILE=$WORK/no-aws-credentials \
-			timeout 60 aws --endpoint-url "$S3_ENDPOINT" s3api list-objects-v2 --bucket "$BUCKET" --prefix "$1" \
-			--query 'Contents[].Key' --output text | tr '\t' '\n'
-	else
-		timeout 60 curl -sf --aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" \
-			-H 'x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855' \
-			"$S3_ENDPOINT/$BUCKET?list-type=2&prefix=$1" | grep -o '<Key>[^<]*</Key>' | sed 's/<[^>]*>//g'
-	fi
-}
-if command -v aws >/dev/null 2>&1; then echo "reading objects back with awscli"; else echo "reading objects back with curl --aws-sigv4"; fi
+s3_credentials "$CRED" "$S3_SECRET_KEY"
+s3_credentials "$WRONG" "$WRONG_SECRET"
+s3_client_note
 
 set_system cinematic_ml.s3_endpoint "$S3_ENDPOINT" cinematic_ml.s3_region "$S3_REGION" \
 	cinematic_ml.s3_prefix "$PREFIX" cinematic_ml.s3_credentials_file "$CRED" cinematic_ml.s3_bucket "$BUCKET"
@@ -217,7 +140,7 @@ check "export_now without a bucket is ERROR 55000 naming cinematic_ml.s3_bucket"
 
 # ---------------------------------------------------------------- export of the active version
 res=$(q -c "SELECT cinematic_ml.export_now('paris', 1)")
-echo "export_now('paris', 1) = $res"
+echo "# export_now('paris', 1) = $res"
 check "export_now('paris', 1) succeeds for the version and latest.json" \
 	test "$(qr "$res" "SELECT (r->>'ok')::bool AND jsonb_array_length(r->'exports') = 2
 	                      AND r->'exports'->0->>'status' = 'done' AND r->'exports'->1->>'status' = 'done'
@@ -342,7 +265,7 @@ check "a non-superuser cinematic_ml_admin can export_now and import_model" test 
 set_system cinematic_ml.s3_credentials_file "$WRONG"
 before=$(q -c "SELECT attempts FROM cinematic_ml.exports WHERE model_name = 'paris' AND version = 1 AND kind = 'version'")
 res=$(q -c "SELECT cinematic_ml.export_now('paris', 1)")
-echo "with a wrong secret: $res"
+echo "# with a wrong secret: $res"
 check "a wrong secret is a failed export with the server's SignatureDoesNotMatch (HTTP 403)" \
 	test "$(qr "$res" "SELECT NOT (r->>'ok')::bool AND r->'exports'->0->>'status' = 'failed'
 	                     AND (r->'exports'->0->>'http_status')::int = 403
@@ -363,7 +286,7 @@ set_system cinematic_ml.s3_credentials_file "$CRED"
 t=$SECONDS
 res=$(q -c "SELECT cinematic_ml.export_now('paris', 2)")
 secs=$((SECONDS - t))
-echo "with the server stopped (${secs}s): $res"
+echo "# with the server stopped (${secs}s): $res"
 check "a stopped server is a recorded failure (connection refused) within seconds" \
 	test "$(qr "$res" "SELECT NOT (r->>'ok')::bool AND r->'exports'->0->>'error' LIKE '%onnect%'
 	                     AND e.status = 'failed' AND e.last_error LIKE '%onnect%'
@@ -371,37 +294,20 @@ check "a stopped server is a recorded failure (connection refused) within second
 	               WHERE e.model_name = 'paris' AND e.version = 2 AND e.kind = 'version'")" = t -a "$secs" -le 5
 
 # a server that accepts connections and never answers: the timeouts end the request
-python3 - "$BLACKHOLE_PORT" <<'PY' &
-import socket, sys, time
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1])))
-s.listen(16)
-s.settimeout(0.5)
-held, t = [], time.time()
-while time.time() - t < 60:      # bounded: stops by itself
-    try:
-        held.append(s.accept()[0])
-    except socket.timeout:
-        pass
-PY
-BLACKHOLE_PID=$!
-for _ in $(seq 1 50); do
-	grep -qs "$(printf ':%04X ' "$BLACKHOLE_PORT")" /proc/net/tcp && break
-	sleep 0.1
-done
+pick_port BLACKHOLE_PORT
+silent_server BLACKHOLE_PID "$BLACKHOLE_PORT" 60
 t=$(date +%s%N)
 res=$(q -c "SET cinematic_ml.s3_endpoint = 'http://127.0.0.1:$BLACKHOLE_PORT'" -c "SET cinematic_ml.s3_timeout = '2s'" \
 	-c "SELECT cinematic_ml.export_now('paris', 2)->'exports'->0->>'error'")
 ms=$((($(date +%s%N) - t) / 1000000))
-echo "silent server, s3_timeout = 2s (${ms} ms): $res"
+echo "# silent server, s3_timeout = 2s (${ms} ms): $res"
 check "cinematic_ml.s3_timeout ends a request to a silent server" \
 	test "$(grep -c 'timed out' <<<"$res")" = 1 -a "$ms" -ge 1900 -a "$ms" -lt 6000
 t=$(date +%s%N)
 out=$(q -c "SET cinematic_ml.s3_endpoint = 'http://127.0.0.1:$BLACKHOLE_PORT'" -c "SET statement_timeout = '1s'" \
 	-c "SELECT cinematic_ml.export_now('paris', 2)" 2>&1 || true)
 ms=$((($(date +%s%N) - t) / 1000000))
-echo "silent server, statement_timeout = 1s (${ms} ms): $out"
+echo "# silent server, statement_timeout = 1s (${ms} ms): $out"
 check "a statement timeout (query cancel) interrupts a transfer at once" \
 	test "$(grep -c 'canceling statement due to statement timeout' <<<"$out")" = 1 -a "$ms" -lt 4000
 kill "$BLACKHOLE_PID" 2>/dev/null || true
@@ -434,12 +340,7 @@ for secret in "$S3_SECRET_KEY" "$WRONG_SECRET"; do
 	done
 	if [[ -r "${CML_PGLOG:-}" ]] && grep -qF "$secret" "$CML_PGLOG"; then leaks="$leaks [server log]"; fi
 done
-[[ -r "${CML_PGLOG:-}" ]] || echo "note: no readable server log (CML_PGLOG), not scanned"
+[[ -r "${CML_PGLOG:-}" ]] || echo "# note: no readable server log (CML_PGLOG), not scanned"
 check "no secret in exports, model_events, pg_settings or the server log${leaks:+ (found in$leaks)}" test -z "$leaks"
 
-echo "$checks checks, $((SECONDS - T0)) s"
-if ((fail)); then
-	echo "FAILED"
-	exit 1
-fi
-echo "ok: S3 export and import against a SigV4-verifying RADOS Gateway"
+finish

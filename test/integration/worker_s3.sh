@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# shellcheck disable=SC2016 # conditions given to wait_for / eval expand when evaluated
+# shellcheck disable=SC2016,SC2317 # conditions given to wait_for / eval expand when evaluated;
+# cleanup and the functions named in those conditions are called indirectly
 # The background worker's S3 exports against a real, SigV4-verifying S3 server (a single-node
 # Ceph RADOS Gateway, scripts/s3server.sh). Everything here is uploaded by the worker draining
 # cinematic_ml.exports, never by export_now(). A PostgreSQL cluster of its own (worker for one
@@ -25,68 +26,24 @@
 # not start). Needs the extension installed (make install). About 1.5 to 2 minutes.
 set -euo pipefail
 
-ROOT=${CML_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib/common.sh
+source "$HERE/lib/common.sh"
+# shellcheck source=lib/s3.sh
+source "$HERE/lib/s3.sh"
+
+ROOT=${CML_ROOT:-$(cd "$HERE/../.." && pwd)}
 PGCLUSTER=$ROOT/scripts/pgcluster.sh
 S3SERVER=$ROOT/scripts/s3server.sh
-PGBIN=/usr/lib/postgresql/15/bin
 PYTHON=/usr/bin/python3
 DB=cml_worker_s3
 BUCKET=cml-worker-test
 PREFIX=wk/exports
-T0=$SECONDS
 
-fail=0
-checks=0
-ok() {
-	checks=$((checks + 1))
-	echo "ok $checks - $*"
-}
-not_ok() {
-	checks=$((checks + 1))
-	fail=1
-	echo "not ok $checks - $*"
-}
-check() { # description command...
-	local what=$1
-	shift
-	if "$@"; then ok "$what"; else not_ok "$what"; fi
-}
-# the same, retried for up to SECS (a row the worker is updating at that very moment)
-check_eventually() { # secs description command...
-	local end=$((SECONDS + $1)) what=$2
-	shift 2
-	until "$@"; do
-		if ((SECONDS >= end)); then
-			not_ok "$what"
-			return 0
-		fi
-		sleep 0.2
-	done
-	ok "$what"
-}
 note() { echo "# $*"; }
-elapsed() { echo "$((SECONDS - T0)) s"; }
 
 # ---------------------------------------------------------------- packages
-need=(radosgw ceph-mon ceph-osd radosgw-admin ceph monmaptool curl)
-missing() {
-	local c
-	for c in "${need[@]}"; do
-		command -v "$c" >/dev/null 2>&1 || return 0
-	done
-	return 1
-}
-if missing; then
-	if ((EUID == 0)) && command -v apt-get >/dev/null 2>&1; then
-		echo "installing the Ceph packages (radosgw ceph-mon ceph-osd ceph-common)"
-		DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q --no-install-recommends \
-			radosgw ceph-mon ceph-osd ceph-common curl >/dev/null 2>&1 || true
-	fi
-	if missing; then
-		echo "SKIP: the Ceph packages (radosgw ceph-mon ceph-osd ceph-common) are missing and could not be installed"
-		exit 77
-	fi
-fi
+s3_require_ceph curl
 if [[ ! -x "$PYTHON" ]]; then
 	echo "FAILED: $PYTHON is needed for the test's small TCP servers"
 	exit 1
@@ -123,23 +80,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# pick_port VAR: a TCP port on 127.0.0.1 nobody listens on, distinct from those picked before
-USED_PORTS=" "
-pick_port() {
-	local port hex
-	for ((port = 20000 + RANDOM % 20000; port < 60000; port++)); do
-		printf -v hex ':%04X ' "$port"
-		if ! grep -qs "$hex" /proc/net/tcp /proc/net/tcp6 && [[ "$USED_PORTS" != *" $port "* ]] &&
-			! compgen -G "/tmp/.s.PGSQL.$port*" >/dev/null; then
-			USED_PORTS="$USED_PORTS$port "
-			printf -v "$1" '%s' "$port"
-			return 0
-		fi
-	done
-	return 1
-}
-listening() { grep -qs "$(printf ':%04X ' "$1")" /proc/net/tcp; }
-
 wait_for() { # seconds condition: poll every 0.1 s
 	local end=$((SECONDS + $1))
 	while ((SECONDS < end)); do
@@ -150,58 +90,25 @@ wait_for() { # seconds condition: poll every 0.1 s
 }
 
 # ---------------------------------------------------------------- the S3 server
-pick_port RGW_PORT
-pick_port MON_PORT
-pick_port MON_PORT2
-pick_port PROXY_PORT
-pick_port HOLE_PORT
-pick_port PG_PORT
 t=$SECONDS
-if ! S3_RGW_PORT=$RGW_PORT S3_MON_PORT=$MON_PORT S3_MON_PORT2=$MON_PORT2 "$S3SERVER" start "$S3DIR" >"$WORK/s3.env" 2>"$WORK/s3.err"; then
+if ! s3_start "$S3DIR" "$WORK/s3.env" 2>"$WORK/s3.err"; then
 	cat "$WORK/s3.err"
 	echo "SKIP: the Ceph RADOS Gateway could not be started (see above)"
 	exit 77
 fi
-# shellcheck disable=SC1091
-source "$WORK/s3.env"
 "$S3SERVER" mkbucket "$S3DIR" "$BUCKET" 2>/dev/null
 note "S3 server at $S3_ENDPOINT (started in $((SECONDS - t)) s)"
+pick_port PROXY_PORT
+pick_port HOLE_PORT
+pick_port PG_PORT
 
 # credentials files, readable by the server's OS user only
 CRED=$WORK/credentials
 WRONG=$WORK/credentials.wrong
 WRONG_SECRET=WrongWorkerSecret000000000000000000000cml7
-printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$S3_ACCESS_KEY" "$S3_SECRET_KEY" >"$CRED"
-printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$S3_ACCESS_KEY" "$WRONG_SECRET" >"$WRONG"
-chmod 0600 "$CRED" "$WRONG"
-((EUID != 0)) || chown postgres "$CRED" "$WRONG"
-
-# an independent S3 client: awscli when installed, else curl's own SigV4
-aws_() {
-	AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY AWS_DEFAULT_REGION=$S3_REGION \
-		AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=$WORK/no-aws-config AWS_SHARED_CREDENTIALS_FILE=$WORK/no-aws-credentials \
-		timeout 60 aws --endpoint-url "$S3_ENDPOINT" "$@"
-}
-EMPTY_SHA=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
-s3get() { # key outfile
-	rm -f "$2"
-	if command -v aws >/dev/null 2>&1; then
-		aws_ s3 cp --only-show-errors "s3://$BUCKET/$1" "$2"
-	else
-		timeout 60 curl -sf --aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" \
-			-H "x-amz-content-sha256: $EMPTY_SHA" -o "$2" "$S3_ENDPOINT/$BUCKET/$1"
-	fi
-}
-s3ls() { # prefix: one key a line
-	if command -v aws >/dev/null 2>&1; then
-		aws_ s3api list-objects-v2 --bucket "$BUCKET" --prefix "$1" --query 'Contents[].Key' --output text | tr '\t' '\n'
-	else
-		timeout 60 curl -sf --aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" \
-			-H "x-amz-content-sha256: $EMPTY_SHA" "$S3_ENDPOINT/$BUCKET?list-type=2&prefix=$1" |
-			grep -o '<Key>[^<]*</Key>' | sed 's/<[^>]*>//g'
-	fi
-}
-if command -v aws >/dev/null 2>&1; then note "reading objects back with awscli"; else note "reading objects back with curl --aws-sigv4 (no awscli)"; fi
+s3_credentials "$CRED" "$S3_SECRET_KEY"
+s3_credentials "$WRONG" "$WRONG_SECRET"
+s3_client_note
 
 # ---------------------------------------------------------------- the PostgreSQL cluster
 # synchronous_commit on: check 4 crashes the server, and an asynchronous commit may then be lost
@@ -272,7 +179,7 @@ CREATE FUNCTION fit(k int, d float8) RETURNS bytea LANGUAGE sql AS $$
     SELECT cinematic_ml.kmeans_fit(lat, lon + d, k, '{"seed": 3}') FROM pts WHERE era = 1
 $$;
 SQL
-note "cluster and gateway ready ($(elapsed))"
+note "cluster and gateway ready ($(elapsed) s)"
 
 # ================================================================ 1. a scheduled retrain, exported
 q >/dev/null <<'SQL'
@@ -286,7 +193,7 @@ q -c "UPDATE cur_era SET era = 2"
 wait_for 15 '[[ "$(q -c "SELECT version FROM cinematic_ml.model_versions WHERE model_name = '\''drift'\'' AND status = '\''active'\''")" == 2 ]]' || true
 q -c "SELECT cinematic_ml.unschedule('drift')" >/dev/null
 wait_for 15 '[[ "$(export_state drift 2 version)" == done:* && "$(export_state drift 2 latest)" == done:* ]]' || true
-note "check 1 settled ($(elapsed))"
+note "check 1 settled ($(elapsed) s)"
 
 check "1: a scheduled run retrained the drifted model and job_runs shows version 2 promoted" \
 	test "$(q -c "SELECT count(*) FROM cinematic_ml.job_runs WHERE model_name = 'drift' AND status = 'succeeded'
@@ -393,7 +300,7 @@ check "2: with the right secret back, both exports complete by themselves (done,
 s3get "$PREFIX/sec/v1.cml" "$WORK/sec.cml" || true
 check "2: and sec/v1.cml in the bucket has the model's bytes" \
 	test "$(sha256sum "$WORK/sec.cml" 2>/dev/null | cut -c1-64)" = "$(q -c "SELECT sha256 FROM cinematic_ml.model_versions WHERE model_name = 'sec'")"
-note "check 2 done ($(elapsed))"
+note "check 2 done ($(elapsed) s)"
 
 # ================================================================ 3. the S3 server stopped for a while
 "$S3SERVER" stop "$S3DIR" 2>/dev/null
@@ -420,7 +327,7 @@ check "3: after the server is back the exports complete (done, ETag = MD5 of the
 keys=$(s3ls "$PREFIX/" | sort | tr '\n' ' ')
 check "3: the objects uploaded before the stop are still there" \
 	test "$keys" = "$PREFIX/down/latest.json $PREFIX/down/v1.cml $PREFIX/down/v1.zones.json $PREFIX/drift/latest.json $PREFIX/drift/v1.cml $PREFIX/drift/v1.zones.json $PREFIX/drift/v2.cml $PREFIX/drift/v2.zones.json $PREFIX/sec/latest.json $PREFIX/sec/v1.cml $PREFIX/sec/v1.zones.json "
-note "check 3 done ($(elapsed))"
+note "check 3 done ($(elapsed) s)"
 
 # ================================================================ 4. SIGKILL of the worker mid-queue
 # A TCP proxy that holds every new connection 0.2 s before relaying it to the gateway: the
@@ -516,26 +423,12 @@ if [[ -n "$inflight" ]]; then
 		test "$(sha256sum "$WORK/bulk.cml" 2>/dev/null | cut -c1-64)" = "$(q -c "SELECT sha256 FROM cinematic_ml.model_versions WHERE model_name = 'bulk' AND version = $v")"
 fi
 set_system cinematic_ml.s3_endpoint "$S3_ENDPOINT"
-note "check 4 done ($(elapsed))"
+note "check 4 done ($(elapsed) s)"
 
 # ================================================================ 5. SIGTERM during an upload
 # a server that accepts connections and never answers
-"$PYTHON" - "$HOLE_PORT" <<'PY' &
-import socket, sys, time
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1])))
-s.listen(16)
-s.settimeout(0.5)
-held, t = [], time.time()
-while time.time() - t < 120:      # bounded: stops by itself
-    try:
-        held.append(s.accept()[0])
-    except socket.timeout:
-        pass
-PY
-HELPERS+=($!)
-wait_for 5 'listening "$HOLE_PORT"' || true
+silent_server hole_pid "$HOLE_PORT" 120
+HELPERS+=("$hole_pid")
 set_system cinematic_ml.s3_endpoint "http://127.0.0.1:$HOLE_PORT" cinematic_ml.s3_timeout 10min
 q -c "SELECT cinematic_ml.register_model('hang', fit(3, 0.002))" >/dev/null
 pid=$(worker_pid)
@@ -559,7 +452,7 @@ wait_for 40 'all_done hang' || true
 note "the restarted worker completed the exports of 'hang' $((SECONDS - t)) s later"
 check "5: the restarted worker completes the interrupted export (done, attempts >= 2)" \
 	test "$(q -c "SELECT count(*) = 2 AND bool_and(status = 'done') AND max(attempts) >= 2 FROM cinematic_ml.exports WHERE model_name = 'hang'")" = t
-note "check 5 done ($(elapsed))"
+note "check 5 done ($(elapsed) s)"
 
 # ================================================================ everywhere
 leaks=""
@@ -589,9 +482,4 @@ check "every latest.json export ended done and names the active version" \
 	              WHERE e.kind = 'latest' AND e.version = (SELECT max(version) FROM cinematic_ml.exports l
 	                                                        WHERE l.model_name = e.model_name AND l.kind = 'latest')")" = t
 
-echo "$checks checks, $(elapsed)"
-if ((fail)); then
-	echo "FAILED"
-	exit 1
-fi
-echo "ok: the worker's S3 exports against a SigV4-verifying RADOS Gateway"
+finish

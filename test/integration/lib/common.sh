@@ -3,6 +3,8 @@
 # test/integration/*.sh, not this directory).
 #
 #   ok / not_ok / check WHAT COMMAND...   TAP-like lines; FAILS counts the failures
+#   check_eventually SECS WHAT COMMAND...  check, COMMAND retried for up to SECS s (e.g. a row a
+#                                          background worker is updating at that very moment)
 #   expect WHAT GOT WANT                   ok when GOT == WANT, else not ok showing both
 #   finish                                 print the summary line, exit 0 or 1
 #   elapsed                                seconds since the script started
@@ -45,6 +47,18 @@ check() { # what command...
 	local what=$1
 	shift
 	if "$@"; then ok "$what"; else not_ok "$what"; fi
+}
+check_eventually() { # secs what command...
+	local end=$((SECONDS + $1)) what=$2
+	shift 2
+	until "$@"; do
+		if ((SECONDS >= end)); then
+			not_ok "$what"
+			return 0
+		fi
+		sleep 0.2
+	done
+	ok "$what"
 }
 expect() { # what got want: ok when got == want, else show both
 	if [[ "$2" == "$3" ]]; then
