@@ -1,13 +1,16 @@
 /*
  * kmeans.c — k-means on the sphere's 3-D unit vectors
  *
- * k-means++ seeding (greedy, 2 + ln k local trials, as scikit-learn), several
- * initialisations keeping the lowest inertia, and Lloyd's iterations
- * accelerated with Hamerly's bounds: the bounds only skip distance
- * computations that cannot change an assignment, so the result is the one
- * plain Lloyd reaches from the same seeds.  Inertia is the sum of squared
- * chord distances in metres (scikit-learn on unit vectors scaled by the
- * Earth's radius gives the same number).
+ * k-means++ seeding (greedy, 2 + ln k local trials, as scikit-learn, with
+ * the triangle inequality skipping the points a candidate cannot get nearer
+ * to), several initialisations keeping the lowest inertia, and Lloyd's
+ * iterations accelerated with Hamerly's bounds and each center's neighbours
+ * sorted by distance: these only skip distance computations that cannot
+ * change an assignment, so the result is the one plain Lloyd reaches from the
+ * same seeds.  Inertia is the sum of squared chord distances in metres
+ * (scikit-learn on unit vectors scaled by the Earth's radius gives the same
+ * number).  The points are fitted in a canonical order, (lat, lon), so the
+ * model depends only on the set of points and the seed.
  */
 #include "postgres.h"
 
@@ -70,81 +73,368 @@ CheckK(int32 k, int64 n)
 				 errmsg("k = %d is larger than the number of points (%lld)", k, (long long) n)));
 }
 
+/*
+ * ---------- k-means++ seeding ----------
+ *
+ * Greedy k-means++ as scikit-learn does it: the first center is a uniform
+ * pick, then each next center is the best (lowest potential) of 2 + ln k
+ * candidates drawn with probability proportional to the squared distance to
+ * the nearest center already chosen (D^2 sampling).
+ *
+ * The points are kept in groups, one per chosen center, holding the points
+ * nearer to it than to any earlier center, with their squared distance to it.
+ * A group is split in rings by that distance (a factor of 2 from one ring to
+ * the next), each ring contiguous in one buffer with its potential (the sum
+ * of its members' squared distances) and its farthest member.  A candidate at
+ * distance D from a center cannot get nearer to a member at distance
+ * d <= D / 2 (triangle inequality), so a candidate skips the groups and rings
+ * whose farthest member is that close, and single members by the same test.
+ * Sampling picks a group by its potential, then a ring, then a member.  Every
+ * step is a fixed function of the points' order and the seed.
+ */
+
+#define SEED_RINGS 8
+
+typedef struct SeedRing
+{
+	int64		start;			/* members at [start, start + len) of the buffers */
+	int64		len;
+	double		pot;			/* sum of the members' squared distances */
+	double		far;			/* largest of them */
+} SeedRing;
+
+typedef struct SeedGroup
+{
+	CmlVec3		center;
+	double		pot;
+	double		far;
+	SeedRing	ring[SEED_RINGS];
+} SeedGroup;
+
+typedef struct SeedState
+{
+	CmlVec3    *v;				/* members' vectors, by group and ring */
+	double	   *d2;				/* squared distance to their group's center */
+	int64		cap;			/* size of v and d2 */
+	int64		top;			/* first unused slot */
+	CmlVec3    *mv;				/* scratch: the new center's members */
+	double	   *md2;
+	SeedGroup  *g;
+	int32		ng;
+} SeedState;
+
+/*
+ * Below this squared distance to its center, a point cannot get nearer to a
+ * candidate at squared distance dc2 from that center (with a margin for
+ * rounding, so the test only skips what the exact test would).
+ */
+static inline double
+SeedSkipLimit(double dc2)
+{
+	return dc2 * (0.25 * (1.0 - 1e-9));
+}
+
+/* Binary exponent of a non-negative double (0 for zero) */
+static inline int
+DoubleExponent(double d)
+{
+	uint64		b;
+
+	memcpy(&b, &d, sizeof(b));
+	return (int) ((b >> 52) & 0x7FF);
+}
+
+/* Sum the group's potential and farthest member from its rings' */
+static void
+SeedGroupTotals(SeedGroup *g)
+{
+	g->pot = 0.0;
+	g->far = 0.0;
+	for (int r = 0; r < SEED_RINGS; r++)
+	{
+		g->pot += g->ring[r].pot;
+		if (g->ring[r].far > g->far)
+			g->far = g->ring[r].far;
+	}
+}
+
+/* Potential of every point if cand were added as a center */
+static double
+SeedTrialPotential(const SeedState *st, CmlVec3 cand)
+{
+	double		total = 0.0;
+
+	for (int32 j = 0; j < st->ng; j++)
+	{
+		const SeedGroup *g = &st->g[j];
+		double		lim = SeedSkipLimit(CmlChord2(g->center, cand));
+
+		if (g->far <= lim)
+		{
+			total += g->pot;
+			continue;
+		}
+		for (int r = 0; r < SEED_RINGS; r++)
+		{
+			const SeedRing *ring = &g->ring[r];
+			const CmlVec3 *v = st->v + ring->start;
+			const double *d2 = st->d2 + ring->start;
+			double		sum = 0.0;
+
+			if (ring->far <= lim)
+			{
+				total += ring->pot;
+				continue;
+			}
+			for (int64 m = 0; m < ring->len; m++)
+			{
+				double		dm = d2[m];
+
+				if (dm > lim)
+				{
+					double		d = CmlChord2(v[m], cand);
+
+					if (d < dm)
+						dm = d;
+				}
+				sum += dm;
+			}
+			total += sum;
+		}
+	}
+	return total;
+}
+
+/* A member drawn with probability proportional to its squared distance */
+static CmlVec3
+SeedSample(const SeedState *st, double total, pg_prng_state *rng)
+{
+	double		r = pg_prng_double(rng) * total;
+	double		acc = 0.0;
+	const SeedGroup *g = NULL;
+	const SeedRing *ring = NULL;
+	int64		pick = -1;
+
+	for (int32 j = 0; j < st->ng; j++)
+	{
+		if (st->g[j].pot <= 0.0)
+			continue;
+		g = &st->g[j];
+		if (acc + g->pot > r)
+			break;
+		acc += g->pot;
+	}
+	r -= acc;
+	acc = 0.0;
+	for (int i = 0; i < SEED_RINGS; i++)
+	{
+		if (g->ring[i].pot <= 0.0)
+			continue;
+		ring = &g->ring[i];
+		if (acc + ring->pot > r)
+			break;
+		acc += ring->pot;
+	}
+	r -= acc;
+	acc = 0.0;
+	for (int64 m = ring->start; m < ring->start + ring->len; m++)
+	{
+		double		dm = st->d2[m];
+
+		if (dm <= 0.0)
+			continue;
+		pick = m;
+		acc += dm;
+		if (acc > r)
+			break;
+	}
+	return st->v[pick];
+}
+
+/* Move the rings to the front of the buffers, in order, leaving no gaps */
+static void
+SeedCompact(SeedState *st)
+{
+	int64		w = 0;
+
+	for (int32 j = 0; j < st->ng; j++)
+		for (int r = 0; r < SEED_RINGS; r++)
+		{
+			SeedRing   *ring = &st->g[j].ring[r];
+
+			if (ring->start != w)
+			{
+				memmove(st->v + w, st->v + ring->start, sizeof(CmlVec3) * ring->len);
+				memmove(st->d2 + w, st->d2 + ring->start, sizeof(double) * ring->len);
+				ring->start = w;
+			}
+			w += ring->len;
+		}
+	st->top = w;
+}
+
+/*
+ * Make a group for center cand of the nm points in the scratch area (far:
+ * the largest of their squared distances), in rings by squared distance, a
+ * factor of 4 per ring
+ */
+static void
+SeedNewGroup(SeedState *st, CmlVec3 cand, int64 nm, double far)
+{
+	SeedGroup  *ng = &st->g[st->ng];
+	int64		fill[SEED_RINGS];
+	int			top_exp;
+
+	if (st->cap - st->top < nm)
+		SeedCompact(st);
+	top_exp = DoubleExponent(far);
+	memset(ng->ring, 0, sizeof(ng->ring));
+	for (int64 m = 0; m < nm; m++)
+		ng->ring[Min((top_exp - DoubleExponent(st->md2[m])) >> 1, SEED_RINGS - 1)].len++;
+	for (int r = 0; r < SEED_RINGS; r++)
+	{
+		ng->ring[r].start = st->top;
+		fill[r] = st->top;
+		st->top += ng->ring[r].len;
+	}
+	for (int64 m = 0; m < nm; m++)
+	{
+		double		d = st->md2[m];
+		SeedRing   *ring = &ng->ring[Min((top_exp - DoubleExponent(d)) >> 1, SEED_RINGS - 1)];
+		int64		at = fill[ring - ng->ring]++;
+
+		st->v[at] = st->mv[m];
+		st->d2[at] = d;
+		ring->pot += d;
+		if (d > ring->far)
+			ring->far = d;
+	}
+	ng->center = cand;
+	SeedGroupTotals(ng);
+	st->ng++;
+}
+
+/* Add center cand: the points nearer to it than to their center form its group */
+static void
+SeedAddCenter(SeedState *st, CmlVec3 cand)
+{
+	int64		nm = 0;
+	double		far = 0.0;
+
+	/* the members that move, into the scratch area; the rest close up */
+	for (int32 j = 0; j < st->ng; j++)
+	{
+		SeedGroup  *g = &st->g[j];
+		double		lim = SeedSkipLimit(CmlChord2(g->center, cand));
+
+		if (g->far <= lim)
+			continue;
+		for (int r = 0; r < SEED_RINGS; r++)
+		{
+			SeedRing   *ring = &g->ring[r];
+			int64		w = ring->start;
+			double		pot = 0.0;
+			double		rfar = 0.0;
+
+			if (ring->far <= lim)
+				continue;
+			for (int64 m = ring->start; m < ring->start + ring->len; m++)
+			{
+				CmlVec3		vm = st->v[m];
+				double		dm = st->d2[m];
+
+				if (dm > lim)
+				{
+					double		d = CmlChord2(vm, cand);
+
+					if (d < dm)
+					{
+						st->mv[nm] = vm;
+						st->md2[nm] = d;
+						nm++;
+						if (d > far)
+							far = d;
+						continue;
+					}
+				}
+				st->v[w] = vm;
+				st->d2[w] = dm;
+				w++;
+				pot += dm;
+				if (dm > rfar)
+					rfar = dm;
+			}
+			ring->len = w - ring->start;
+			ring->pot = pot;
+			ring->far = rfar;
+		}
+		SeedGroupTotals(g);
+	}
+
+	SeedNewGroup(st, cand, nm, far);
+}
+
 /* Greedy k-means++ seeding; errors when there are fewer than k distinct points */
 static void
-SeedCenters(const CmlVec3 *x, int64 n, int32 k, pg_prng_state *rng,
-			CmlVec3 *centers, double *d2, double *cum, double *trial_d2)
+SeedCenters(const CmlVec3 *x, int64 n, int32 k, pg_prng_state *rng, CmlVec3 *centers)
 {
 	int			trials = 2 + (int) log((double) k);
-	double		pot = 0.0;
-	double	   *best_d2 = palloc_extended(sizeof(double) * n, MCXT_ALLOC_HUGE);
+	SeedState	st;
+	double		far = 0.0;
 
+	st.cap = n + n / 4 + 1;
+	st.v = palloc_extended(sizeof(CmlVec3) * st.cap, MCXT_ALLOC_HUGE);
+	st.d2 = palloc_extended(sizeof(double) * st.cap, MCXT_ALLOC_HUGE);
+	st.mv = palloc_extended(sizeof(CmlVec3) * n, MCXT_ALLOC_HUGE);
+	st.md2 = palloc_extended(sizeof(double) * n, MCXT_ALLOC_HUGE);
+	st.g = palloc_extended(sizeof(SeedGroup) * k, MCXT_ALLOC_HUGE);
+	st.top = 0;
+	st.ng = 0;
+
+	/* the first center: every point is in its group */
 	centers[0] = x[(int64) (pg_prng_double(rng) * n)];
 	for (int64 i = 0; i < n; i++)
 	{
-		d2[i] = CmlChord2(x[i], centers[0]);
-		pot += d2[i];
+		st.mv[i] = x[i];
+		st.md2[i] = CmlChord2(x[i], centers[0]);
+		if (st.md2[i] > far)
+			far = st.md2[i];
 	}
+	SeedNewGroup(&st, centers[0], n, far);
 
 	for (int32 c = 1; c < k; c++)
 	{
+		double		pot = 0.0;
 		double		best_pot = -1.0;
-		int64		best_idx = -1;
-		double		acc = 0.0;
+		CmlVec3		best = {0};
 
 		CHECK_FOR_INTERRUPTS();
+		for (int32 j = 0; j < st.ng; j++)
+			pot += st.g[j].pot;
 		if (!(pot > 0.0))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("k = %d is larger than the number of distinct points (%d)", k, c),
 					 errhint("Use a smaller k, or DBSCAN for data with many duplicates.")));
-		for (int64 i = 0; i < n; i++)
-		{
-			acc += d2[i];
-			cum[i] = acc;
-		}
 		for (int t = 0; t < trials; t++)
 		{
-			double		r = pg_prng_double(rng) * acc;
-			int64		lo = 0,
-						hi = n - 1;
-			double		tpot = 0.0;
-			CmlVec3		cand;
+			CmlVec3		cand = SeedSample(&st, pot, rng);
+			double		tpot = SeedTrialPotential(&st, cand);
 
-			/* first index whose cumulative potential exceeds r */
-			while (lo < hi)
+			if (t == 0 || tpot < best_pot)
 			{
-				int64		mid = lo + (hi - lo) / 2;
-
-				if (cum[mid] > r)
-					hi = mid;
-				else
-					lo = mid + 1;
-			}
-			while (lo > 0 && d2[lo] == 0.0)
-				lo--;
-			cand = x[lo];
-			for (int64 i = 0; i < n; i++)
-			{
-				double		d = CmlChord2(x[i], cand);
-
-				trial_d2[i] = d < d2[i] ? d : d2[i];
-				tpot += trial_d2[i];
-			}
-			if (best_idx < 0 || tpot < best_pot)
-			{
-				double	   *swap = best_d2;
-
 				best_pot = tpot;
-				best_idx = lo;
-				best_d2 = trial_d2;
-				trial_d2 = swap;
+				best = cand;
 			}
 		}
-		centers[c] = x[best_idx];
-		memcpy(d2, best_d2, sizeof(double) * n);
-		pot = best_pot;
+		centers[c] = best;
+		SeedAddCenter(&st, best);
 	}
+	pfree(st.v);
+	pfree(st.d2);
+	pfree(st.mv);
+	pfree(st.md2);
+	pfree(st.g);
 }
 
 /* Distance to the nearest and second nearest center */
@@ -181,178 +471,376 @@ typedef struct KmeansRun
 	int32		n_iter;
 } KmeansRun;
 
+/* Another center and its distance */
+typedef struct CenterNb
+{
+	double		d;
+	int32		j;
+} CenterNb;
+
+/* By distance, then index */
+static inline int
+CompareNb(const CenterNb *a, const CenterNb *b)
+{
+	if (a->d != b->d)
+		return a->d < b->d ? -1 : 1;
+	return a->j < b->j ? -1 : a->j > b->j ? 1 : 0;
+}
+
+#define ST_SORT sort_neighbours
+#define ST_ELEMENT_TYPE CenterNb
+#define ST_COMPARE(a, b) CompareNb(a, b)
+#define ST_SCOPE static
+#define ST_DECLARE
+#define ST_DEFINE
+#include "lib/sort_template.h"
+
+/* Up to this k, each center's others are sorted by distance at every iteration */
+#define LLOYD_SORTED_MAX_K 1024
+
+/* Lloyd's state with Hamerly's bounds */
+typedef struct Lloyd
+{
+	const CmlVec3 *x;
+	int64		n;
+	int32		k;
+	CmlVec3    *c;				/* centers */
+	int32	   *a;				/* assignment */
+	/*
+	 * Bounds, relative to the centers' cumulative moves so that only the
+	 * points looked at are written: u[i] + drift[a[i]] bounds the distance
+	 * to c[a[i]] from above, l[i] - drift_max every other center's from
+	 * below.
+	 */
+	double	   *u;
+	double	   *l;
+	double	   *drift;			/* how far each center moved, summed over the M-steps */
+	double		drift_max;		/* the largest move of each M-step, summed */
+	CmlVec3    *sum;			/* sum and count of each center's points */
+	int64	   *cnt;
+	double	   *s;				/* half the distance to the nearest other center */
+	CenterNb   *nb;				/* each center's others by distance, or NULL */
+	int32	   *cand;			/* scratch: a block's points that need a look */
+	double	   *candz;
+} Lloyd;
+
+#define LLOYD_BLOCK 2048
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(addr) __builtin_prefetch(addr)
+#else
+#define PREFETCH(addr) ((void) 0)
+#endif
+
+/*
+ * The nearest and second nearest centers of x, knowing the squared distance
+ * da2 to center a: the others are visited by their distance to a, and the
+ * search stops where that distance, less x's distance to a, exceeds the
+ * second nearest distance found (margins cover rounding).  The same answer
+ * as NearestTwo, ties to the lowest index included.
+ */
+static inline int32
+NearestTwoFrom(CmlVec3 x, const CmlVec3 *c, const CenterNb *nb, int32 k, int32 a,
+			   double da2, double *d1, double *d2)
+{
+	int32		best = a;
+	double		b1 = da2;
+	double		b2 = INFINITY;
+	double		ua = sqrt(da2);
+
+	for (int32 t = 0; t < k - 1; t++)
+	{
+		int32		j = nb[t].j;
+		double		gap = nb[t].d - ua - 1e-15;
+		double		d;
+
+		if (gap > 0.0 && gap * gap > b2 * (1.0 + 1e-9))
+			break;
+		d = CmlChord2(x, c[j]);
+		if (d < b1 || (d == b1 && j < best))
+		{
+			b2 = b1;
+			b1 = d;
+			best = j;
+		}
+		else if (d < b2)
+			b2 = d;
+	}
+	*d1 = sqrt(b1);
+	*d2 = sqrt(b2);
+	return best;
+}
+
+/*
+ * E-step with Hamerly's test: a point whose upper bound is below max(s, lower
+ * bound) keeps its center, the others get a tight upper bound and, if still
+ * needed, a search of the centers.  A tiny slack keeps rounding from
+ * skipping a real change.  Each block is tested in one pass that lists the
+ * points needing a look, then those are looked at, in the same order, with
+ * their vectors prefetched (they are few and scattered).  Returns the number
+ * of points that changed center.
+ */
+static pg_noinline int64
+LloydAssign(Lloyd *st)
+{
+	const CmlVec3 *x = st->x;
+	const CmlVec3 *c = st->c;
+	int32	   *a = st->a;
+	double	   *u = st->u;
+	double	   *l = st->l;
+	const double *drift = st->drift;
+	const double drift_max = st->drift_max;
+	const double *s = st->s;
+	int32	   *cand = st->cand;
+	double	   *candz = st->candz;
+	int64		changed = 0;
+
+	for (int64 b0 = 0; b0 < st->n; b0 += LLOYD_BLOCK)
+	{
+		int64		b1 = Min(b0 + LLOYD_BLOCK, st->n);
+		int			nc = 0;
+
+		for (int64 i = b0; i < b1; i++)
+		{
+			int32		ai = a[i];
+			double		ui = u[i] + drift[ai];
+			double		z = Max(s[ai], l[i] - drift_max) * (1.0 - 1e-12) - 1e-15;
+
+			/* appended unconditionally, kept when needed: no branch to mispredict */
+			cand[nc] = (int32) (i - b0);
+			candz[nc] = z;
+			nc += (ui > z);
+		}
+		for (int m = 0; m < nc; m++)
+		{
+			int64		i = b0 + cand[m];
+			int32		ai = a[i];
+			double		z = candz[m];
+			double		da2;
+			double		ui;
+			double		li;
+			int32		bi;
+
+			if (m + 8 < nc)
+				PREFETCH(&x[b0 + cand[m + 8]]);
+			da2 = CmlChord2(x[i], c[ai]);
+			ui = sqrt(da2);
+			if (ui <= z)
+			{
+				u[i] = ui - drift[ai];
+				continue;
+			}
+			if (st->nb)
+				bi = NearestTwoFrom(x[i], c, st->nb + (int64) ai * (st->k - 1), st->k, ai,
+									da2, &ui, &li);
+			else
+				bi = NearestTwo(x[i], c, st->k, &ui, &li);
+			u[i] = ui - drift[bi];
+			l[i] = li + drift_max;
+			if (bi != ai)
+			{
+				st->sum[ai].x -= x[i].x;
+				st->sum[ai].y -= x[i].y;
+				st->sum[ai].z -= x[i].z;
+				st->cnt[ai]--;
+				st->sum[bi].x += x[i].x;
+				st->sum[bi].y += x[i].y;
+				st->sum[bi].z += x[i].z;
+				st->cnt[bi]++;
+				a[i] = bi;
+				changed++;
+			}
+		}
+	}
+	return changed;
+}
+
+/*
+ * Half the distance from each center to its nearest other center; and, when
+ * there are not too many centers, each center's others sorted by distance
+ */
+static void
+LloydHalfGaps(Lloyd *st)
+{
+	if (st->nb != NULL)
+	{
+		int32		k = st->k;
+
+		for (int32 j = 0; j < k; j++)
+		{
+			CenterNb   *nb = st->nb + (int64) j * (k - 1);
+			int32		t = 0;
+
+			for (int32 j2 = 0; j2 < k; j2++)
+				if (j2 != j)
+				{
+					nb[t].d = sqrt(CmlChord2(st->c[j], st->c[j2]));
+					nb[t].j = j2;
+					t++;
+				}
+			sort_neighbours(nb, k - 1);
+			st->s[j] = k > 1 ? 0.5 * nb[0].d : INFINITY;
+		}
+		return;
+	}
+	for (int32 j = 0; j < st->k; j++)
+	{
+		double		m = INFINITY;
+
+		for (int32 j2 = 0; j2 < st->k; j2++)
+			if (j2 != j)
+			{
+				double		d = CmlChord2(st->c[j], st->c[j2]);
+
+				if (d < m)
+					m = d;
+			}
+		st->s[j] = 0.5 * sqrt(m);
+	}
+}
+
+/* Re-seed empty clusters on the points farthest from their centers */
+static void
+LloydReseedEmpty(Lloyd *st)
+{
+	const CmlVec3 *x = st->x;
+
+	for (int32 j = 0; j < st->k; j++)
+	{
+		double		far = -1.0;
+		int64		fi = -1;
+		int32		af;
+
+		if (st->cnt[j] > 0)
+			continue;
+		for (int64 i = 0; i < st->n; i++)
+		{
+			double		d;
+
+			if (st->cnt[st->a[i]] <= 1)
+				continue;
+			d = CmlChord2(x[i], st->c[st->a[i]]);
+			if (d > far)
+			{
+				far = d;
+				fi = i;
+			}
+		}
+		if (fi < 0)
+			elog(ERROR, "k-means could not re-seed an empty cluster. Please report a bug.");
+		af = st->a[fi];
+		st->sum[af].x -= x[fi].x;
+		st->sum[af].y -= x[fi].y;
+		st->sum[af].z -= x[fi].z;
+		st->cnt[af]--;
+		st->sum[j] = x[fi];
+		st->cnt[j] = 1;
+		st->a[fi] = j;
+		st->u[fi] = -st->drift[j];
+		st->l[fi] = st->drift_max;
+	}
+}
+
+/* M-step: the means of the current assignment; returns the sum of squared moves */
+static double
+LloydMove(Lloyd *st)
+{
+	double		shift = 0.0;
+	double		pmax = 0.0;
+
+	for (int32 j = 0; j < st->k; j++)
+	{
+		CmlVec3		nc;
+		double		pj;
+
+		nc.x = st->sum[j].x / st->cnt[j];
+		nc.y = st->sum[j].y / st->cnt[j];
+		nc.z = st->sum[j].z / st->cnt[j];
+		pj = CmlChord2(nc, st->c[j]);
+		shift += pj;
+		pj = sqrt(pj);
+		st->drift[j] += pj;
+		st->c[j] = nc;
+		if (pj > pmax)
+			pmax = pj;
+	}
+	st->drift_max += pmax;
+	return shift;
+}
+
 /* One k-means run from k-means++ seeds: Lloyd with Hamerly's bounds */
 static void
 KmeansOnce(const CmlVec3 *x, int64 n, const KmeansOptions *o, double tol_abs,
 		   pg_prng_state *rng, double *work, KmeansRun *run)
 {
 	int32		k = o->k;
-	CmlVec3    *c = run->centers;
-	int32	   *a = run->labels;
-	double	   *u = work;
-	double	   *l = work + n;
-	CmlVec3    *sum = palloc(sizeof(CmlVec3) * k);
-	int64	   *cnt = palloc(sizeof(int64) * k);
-	double	   *p = palloc(sizeof(double) * k);
-	double	   *s = palloc(sizeof(double) * k);
-	bool		strict = false;
+	Lloyd		st;
 	int32		it;
 
-	SeedCenters(x, n, k, rng, c, u, l, work + 2 * n);
+	st.x = x;
+	st.n = n;
+	st.k = k;
+	st.c = run->centers;
+	st.a = run->labels;
+	st.u = work;
+	st.l = work + n;
+	st.sum = palloc0(sizeof(CmlVec3) * k);
+	st.cnt = palloc0(sizeof(int64) * k);
+	st.drift = palloc0(sizeof(double) * k);
+	st.drift_max = 0.0;
+	st.s = palloc(sizeof(double) * k);
+	st.nb = k <= LLOYD_SORTED_MAX_K ?
+		palloc(sizeof(CenterNb) * Max((int64) k * (k - 1), 1)) : NULL;
+	st.cand = palloc(sizeof(int32) * LLOYD_BLOCK);
+	st.candz = palloc(sizeof(double) * LLOYD_BLOCK);
+
+	SeedCenters(x, n, k, rng, st.c);
 
 	/* first assignment: every distance; the sums then follow each reassignment */
-	memset(sum, 0, sizeof(CmlVec3) * k);
-	memset(cnt, 0, sizeof(int64) * k);
 	for (int64 i = 0; i < n; i++)
 	{
-		int32		j = NearestTwo(x[i], c, k, &u[i], &l[i]);
+		int32		j = NearestTwo(x[i], st.c, k, &st.u[i], &st.l[i]);
 
-		a[i] = j;
-		sum[j].x += x[i].x;
-		sum[j].y += x[i].y;
-		sum[j].z += x[i].z;
-		cnt[j]++;
+		st.a[i] = j;
+		st.sum[j].x += x[i].x;
+		st.sum[j].y += x[i].y;
+		st.sum[j].z += x[i].z;
+		st.cnt[j]++;
 	}
 
 	for (it = 0; it < o->max_iter; it++)
 	{
-		double		shift = 0.0;
-		double		pmax = 0.0,
-					pmax2 = 0.0;
-		int32		jmax = -1;
-		int64		changed = 0;
+		double		shift;
+		int64		changed;
 
 		CHECK_FOR_INTERRUPTS();
-
-		/* re-seed empty clusters on the points farthest from their centers */
-		for (int32 j = 0; j < k; j++)
-		{
-			double		far = -1.0;
-			int64		fi = -1;
-
-			if (cnt[j] > 0)
-				continue;
-			for (int64 i = 0; i < n; i++)
-			{
-				double		d;
-
-				if (cnt[a[i]] <= 1)
-					continue;
-				d = CmlChord2(x[i], c[a[i]]);
-				if (d > far)
-				{
-					far = d;
-					fi = i;
-				}
-			}
-			if (fi < 0)
-				elog(ERROR, "k-means could not re-seed an empty cluster. Please report a bug.");
-			sum[a[fi]].x -= x[fi].x;
-			sum[a[fi]].y -= x[fi].y;
-			sum[a[fi]].z -= x[fi].z;
-			cnt[a[fi]]--;
-			sum[j] = x[fi];
-			cnt[j] = 1;
-			a[fi] = j;
-			u[fi] = 0.0;
-			l[fi] = 0.0;
-		}
-
-		/* M-step: the means of the current assignment */
-		for (int32 j = 0; j < k; j++)
-		{
-			CmlVec3		nc;
-
-			nc.x = sum[j].x / cnt[j];
-			nc.y = sum[j].y / cnt[j];
-			nc.z = sum[j].z / cnt[j];
-			p[j] = CmlChord2(nc, c[j]);
-			shift += p[j];
-			p[j] = sqrt(p[j]);
-			c[j] = nc;
-			if (p[j] > pmax)
-			{
-				pmax2 = pmax;
-				pmax = p[j];
-				jmax = j;
-			}
-			else if (p[j] > pmax2)
-				pmax2 = p[j];
-		}
+		LloydReseedEmpty(&st);
+		shift = LloydMove(&st);
+		LloydHalfGaps(&st);
+		changed = LloydAssign(&st);
+		/* converged within tol: the assignment is that of the final centers */
 		if (shift <= tol_abs)
 			break;
-
-		/* half the distance from each center to its nearest other center */
-		for (int32 j = 0; j < k; j++)
-		{
-			double		m = INFINITY;
-
-			for (int32 j2 = 0; j2 < k; j2++)
-				if (j2 != j)
-				{
-					double		d = CmlChord2(c[j], c[j2]);
-
-					if (d < m)
-						m = d;
-				}
-			s[j] = 0.5 * sqrt(m);
-		}
-
-		/*
-		 * E-step with Hamerly's test, in one pass: the bounds follow the
-		 * centers' moves, and a tiny slack keeps rounding from skipping a
-		 * real change.
-		 */
-		for (int64 i = 0; i < n; i++)
-		{
-			int32		ai = a[i];
-			double		z;
-			int32		b;
-
-			u[i] += p[ai];
-			l[i] -= (ai == jmax) ? pmax2 : pmax;
-			z = Max(s[ai], l[i]) * (1.0 - 1e-12);
-			if (u[i] <= z)
-				continue;
-			u[i] = sqrt(CmlChord2(x[i], c[ai]));
-			if (u[i] <= z)
-				continue;
-			b = NearestTwo(x[i], c, k, &u[i], &l[i]);
-			if (b != ai)
-			{
-				sum[ai].x -= x[i].x;
-				sum[ai].y -= x[i].y;
-				sum[ai].z -= x[i].z;
-				cnt[ai]--;
-				sum[b].x += x[i].x;
-				sum[b].y += x[i].y;
-				sum[b].z += x[i].z;
-				cnt[b]++;
-				a[i] = b;
-				changed++;
-			}
-		}
+		/* strictly converged: the next M-step would not move any center */
 		if (changed == 0)
 		{
-			strict = true;
 			it++;
 			break;
 		}
 	}
 
-	/* final assignment to the final centers (already exact after a strict convergence) */
-	if (!strict)
-		for (int64 i = 0; i < n; i++)
-			a[i] = NearestTwo(x[i], c, k, &u[i], &l[i]);
-
 	run->inertia = 0.0;
 	for (int64 i = 0; i < n; i++)
-		run->inertia += CmlChord2(x[i], c[a[i]]);
+		run->inertia += CmlChord2(x[i], st.c[st.a[i]]);
 	run->n_iter = Min(it + 1, o->max_iter);
-	pfree(sum);
-	pfree(cnt);
-	pfree(p);
-	pfree(s);
+	pfree(st.sum);
+	pfree(st.cnt);
+	pfree(st.drift);
+	pfree(st.s);
+	if (st.nb)
+		pfree(st.nb);
+	pfree(st.cand);
+	pfree(st.candz);
 }
 
 /*
@@ -447,20 +935,52 @@ CmlKmeansCheckParams(Jsonb *params)
 				 errhint("For example '{\"k\": 16}'.")));
 }
 
-/* A point and its input position, sorted by (lat, lon) */
+/*
+ * ---------- the canonical order of the points ----------
+ *
+ * The points are fitted in (lat, lon) order, so the model depends only on the
+ * set of points and the seed.  The order is computed by an LSD radix sort on
+ * order-preserving integer images of the latitudes, then the runs of equal
+ * latitude (rare unless the data has duplicates) by longitude.
+ */
+
+/* A point's sort key (its latitude's image), longitude and input position */
 typedef struct OrderedPoint
 {
-	double		lat;
+	uint64		key;
 	double		lon;
 	int64		pos;
 } OrderedPoint;
 
-/* Order of two points by (lat, lon) */
+/* Unsigned integer with the order of a finite double (-0.0 and 0.0 are equal) */
+static inline uint64
+OrderKey(double v)
+{
+	uint64		b;
+
+	if (v == 0.0)
+		v = 0.0;
+	memcpy(&b, &v, sizeof(b));
+	return (b & UINT64CONST(0x8000000000000000)) ? ~b : b | UINT64CONST(0x8000000000000000);
+}
+
+/* The double whose key this is */
+static inline double
+OrderKeyValue(uint64 key)
+{
+	double		v;
+
+	key = (key & UINT64CONST(0x8000000000000000)) ? key & ~UINT64CONST(0x8000000000000000) : ~key;
+	memcpy(&v, &key, sizeof(v));
+	return v;
+}
+
+/* Order of two points by (lat, lon) (equal points: any order) */
 static inline int
 ComparePointOrder(const OrderedPoint *a, const OrderedPoint *b)
 {
-	if (a->lat != b->lat)
-		return a->lat < b->lat ? -1 : 1;
+	if (a->key != b->key)
+		return a->key < b->key ? -1 : 1;
 	if (a->lon != b->lon)
 		return a->lon < b->lon ? -1 : 1;
 	return 0;
@@ -473,6 +993,107 @@ ComparePointOrder(const OrderedPoint *a, const OrderedPoint *b)
 #define ST_DECLARE
 #define ST_DEFINE
 #include "lib/sort_template.h"
+
+#define RADIX_BITS 11
+#define RADIX_SIZE (1 << RADIX_BITS)
+#define RADIX_DIGITS ((64 + RADIX_BITS - 1) / RADIX_BITS)
+#define RADIX_PASSES 3
+#define SMALL_RUN 32
+
+/*
+ * The points' positions in (lat, lon) order: an array of n OrderedPoint
+ * allocated (huge) in the current context.
+ */
+static OrderedPoint *
+CanonicalOrder(const CmlPoints *pts)
+{
+	int64		n = pts->n;
+	const double *ll = pts->ll;
+	OrderedPoint *a = palloc_extended(sizeof(OrderedPoint) * Max(n, 1), MCXT_ALLOC_HUGE);
+	OrderedPoint *b = palloc_extended(sizeof(OrderedPoint) * Max(n, 1), MCXT_ALLOC_HUGE);
+	int64	   *count = palloc0(sizeof(int64) * RADIX_DIGITS * RADIX_SIZE);
+	uint64		diff = 0;
+	uint64		mask = 0;
+	int			digit[RADIX_PASSES];
+	int			npass = 0;
+
+	/* keys, and every digit's histogram in the same pass */
+	for (int64 i = 0; i < n; i++)
+	{
+		uint64		key = OrderKey(ll[2 * i]);
+
+		a[i].key = key;
+		a[i].lon = ll[2 * i + 1] + 0.0;	/* -0.0 becomes 0.0 */
+		a[i].pos = i;
+		diff |= key ^ a[0].key;
+		for (int d = 0; d < RADIX_DIGITS; d++)
+			count[d * RADIX_SIZE + ((key >> (d * RADIX_BITS)) & (RADIX_SIZE - 1))]++;
+	}
+
+	/*
+	 * One stable scatter per digit, for the RADIX_PASSES most significant
+	 * digits in which the keys differ: the keys are then in order except
+	 * within runs that agree on every digit sorted, which are short unless
+	 * the points are (nearly) equal.
+	 */
+	for (int d = RADIX_DIGITS - 1; d >= 0 && npass < RADIX_PASSES; d--)
+		if (((diff >> (d * RADIX_BITS)) & (RADIX_SIZE - 1)) != 0)
+			digit[npass++] = d;
+	for (int p = npass - 1; p >= 0; p--)
+	{
+		int			shift = digit[p] * RADIX_BITS;
+		int64	   *c = count + digit[p] * RADIX_SIZE;
+		int64		total = 0;
+		OrderedPoint *swap;
+
+		CHECK_FOR_INTERRUPTS();
+		for (int v = 0; v < RADIX_SIZE; v++)
+		{
+			int64		cnt = c[v];
+
+			c[v] = total;
+			total += cnt;
+		}
+		for (int64 i = 0; i < n; i++)
+			b[c[(a[i].key >> shift) & (RADIX_SIZE - 1)]++] = a[i];
+		swap = a;
+		a = b;
+		b = swap;
+	}
+	pfree(b);
+	pfree(count);
+
+	/* the runs that agree on the sorted digits, by (lat, lon) */
+	if (npass > 0)
+		mask = ~((UINT64CONST(1) << (digit[npass - 1] * RADIX_BITS)) - 1);
+	for (int64 i = 0; i + 1 < n;)
+	{
+		int64		j = i + 1;
+
+		while (j < n && ((a[j].key ^ a[i].key) & mask) == 0)
+			j++;
+		if (j - i > SMALL_RUN)
+			sort_points(a + i, j - i);
+		else
+		{
+			/* insertion sort */
+			for (int64 m = i + 1; m < j; m++)
+			{
+				OrderedPoint t = a[m];
+				int64		h = m;
+
+				while (h > i && ComparePointOrder(&t, &a[h - 1]) < 0)
+				{
+					a[h] = a[h - 1];
+					h--;
+				}
+				a[h] = t;
+			}
+		}
+		i = j;
+	}
+	return a;
+}
 
 /* Fit k-means on a point set; k_in_options when k comes from the options (train) */
 CmlModel *
@@ -497,17 +1118,10 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	 * the set of points and the seed: not on the scan order, nor on the order
 	 * in which parallel workers' partial states were combined.
 	 */
-	order = palloc_extended(sizeof(OrderedPoint) * Max(pts->n, 1), MCXT_ALLOC_HUGE);
-	for (int64 i = 0; i < pts->n; i++)
-	{
-		order[i].lat = pts->ll[2 * i];
-		order[i].lon = pts->ll[2 * i + 1];
-		order[i].pos = i;
-	}
-	sort_points(order, pts->n);
+	order = CanonicalOrder(pts);
 	x = palloc_extended(sizeof(CmlVec3) * pts->n, MCXT_ALLOC_HUGE);
 	for (int64 i = 0; i < pts->n; i++)
-		x[i] = CmlLatLonToVec(order[i].lat, order[i].lon);
+		x[i] = CmlLatLonToVec(OrderKeyValue(order[i].key), order[i].lon);
 	model = KmeansFitVectors(x, pts->n, &o, labels_out ? &sorted_labels : NULL);
 	if (labels_out)
 	{
