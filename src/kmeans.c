@@ -374,9 +374,13 @@ SeedAddCenter(SeedState *st, CmlVec3 cand)
 	SeedNewGroup(st, cand, nm, far);
 }
 
-/* Greedy k-means++ seeding; errors when there are fewer than k distinct points */
+/*
+ * Greedy k-means++ seeding, with a scratch area of n vectors; errors when
+ * there are fewer than k distinct points
+ */
 static void
-SeedCenters(const CmlVec3 *x, int64 n, int32 k, pg_prng_state *rng, CmlVec3 *centers)
+SeedCenters(const CmlVec3 *x, int64 n, int32 k, pg_prng_state *rng, CmlVec3 *centers,
+			CmlVec3 *scratch)
 {
 	int			trials = 2 + (int) log((double) k);
 	SeedState	st;
@@ -385,7 +389,7 @@ SeedCenters(const CmlVec3 *x, int64 n, int32 k, pg_prng_state *rng, CmlVec3 *cen
 	st.cap = n + n / 4 + 1;
 	st.v = palloc_extended(sizeof(CmlVec3) * st.cap, MCXT_ALLOC_HUGE);
 	st.d2 = palloc_extended(sizeof(double) * st.cap, MCXT_ALLOC_HUGE);
-	st.mv = palloc_extended(sizeof(CmlVec3) * n, MCXT_ALLOC_HUGE);
+	st.mv = scratch;
 	st.md2 = palloc_extended(sizeof(double) * n, MCXT_ALLOC_HUGE);
 	st.g = palloc_extended(sizeof(SeedGroup) * k, MCXT_ALLOC_HUGE);
 	st.top = 0;
@@ -432,7 +436,6 @@ SeedCenters(const CmlVec3 *x, int64 n, int32 k, pg_prng_state *rng, CmlVec3 *cen
 	}
 	pfree(st.v);
 	pfree(st.d2);
-	pfree(st.mv);
 	pfree(st.md2);
 	pfree(st.g);
 }
@@ -794,12 +797,27 @@ KmeansOnce(const CmlVec3 *x, int64 n, const KmeansOptions *o, double tol_abs,
 	st.cand = palloc(sizeof(int32) * LLOYD_BLOCK);
 	st.candz = palloc(sizeof(double) * LLOYD_BLOCK);
 
-	SeedCenters(x, n, k, rng, st.c);
+	SeedCenters(x, n, k, rng, st.c, (CmlVec3 *) work);
 
-	/* first assignment: every distance; the sums then follow each reassignment */
+	/*
+	 * First assignment, searched from the previous point's center (often
+	 * near: the points are in latitude order); the sums then follow each
+	 * reassignment
+	 */
+	LloydHalfGaps(&st);
 	for (int64 i = 0; i < n; i++)
 	{
-		int32		j = NearestTwo(x[i], st.c, k, &st.u[i], &st.l[i]);
+		int32		j;
+
+		if (st.nb != NULL)
+		{
+			int32		g = i > 0 ? st.a[i - 1] : 0;
+
+			j = NearestTwoFrom(x[i], st.c, st.nb + (int64) g * (k - 1), k, g,
+							   CmlChord2(x[i], st.c[g]), &st.u[i], &st.l[i]);
+		}
+		else
+			j = NearestTwo(x[i], st.c, k, &st.u[i], &st.l[i]);
 
 		st.a[i] = j;
 		st.sum[j].x += x[i].x;
@@ -844,11 +862,13 @@ KmeansOnce(const CmlVec3 *x, int64 n, const KmeansOptions *o, double tol_abs,
 }
 
 /*
- * Fit k-means on unit vectors.  Runs in its own memory context; the labels
- * (if wanted) and the model are returned in the caller's context.
+ * Fit k-means on unit vectors, with a work area of 3 n doubles.  Runs in its
+ * own memory context; the labels (if wanted) and the model are returned in
+ * the caller's context.
  */
 static CmlModel *
-KmeansFitVectors(const CmlVec3 *x, int64 n, const KmeansOptions *o, int32 **labels_out)
+KmeansFitVectors(const CmlVec3 *x, int64 n, const KmeansOptions *o, int32 **labels_out,
+				 double *work)
 {
 	MemoryContext callerCxt = CurrentMemoryContext;
 	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "cinematic_ml k-means",
@@ -858,7 +878,6 @@ KmeansFitVectors(const CmlVec3 *x, int64 n, const KmeansOptions *o, int32 **labe
 	double		mean[3] = {0, 0, 0};
 	double		var = 0.0;
 	double		tol_abs;
-	double	   *work = palloc_extended(sizeof(double) * 3 * n, MCXT_ALLOC_HUGE);
 	KmeansRun	best = {0};
 	KmeansRun	cur;
 	CmlModel   *model;
@@ -1001,11 +1020,11 @@ ComparePointOrder(const OrderedPoint *a, const OrderedPoint *b)
 #define SMALL_RUN 32
 
 /*
- * The points' positions in (lat, lon) order: an array of n OrderedPoint
- * allocated (huge) in the current context.
+ * The points in (lat, lon) order: an array of n OrderedPoint allocated (huge)
+ * in the current context, and in *spare another one, free for the caller's use.
  */
 static OrderedPoint *
-CanonicalOrder(const CmlPoints *pts)
+CanonicalOrder(const CmlPoints *pts, OrderedPoint **spare)
 {
 	int64		n = pts->n;
 	const double *ll = pts->ll;
@@ -1060,7 +1079,7 @@ CanonicalOrder(const CmlPoints *pts)
 		a = b;
 		b = swap;
 	}
-	pfree(b);
+	*spare = b;
 	pfree(count);
 
 	/* the runs that agree on the sorted digits, by (lat, lon) */
@@ -1104,6 +1123,8 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	CmlVec3    *x;
 	CmlModel   *model;
 	OrderedPoint *order;
+	OrderedPoint *spare;
+	int64	   *pos = NULL;
 	int32	   *sorted_labels = NULL;
 
 	if (k_in_options)
@@ -1118,20 +1139,37 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	 * the set of points and the seed: not on the scan order, nor on the order
 	 * in which parallel workers' partial states were combined.
 	 */
-	order = CanonicalOrder(pts);
-	x = palloc_extended(sizeof(CmlVec3) * pts->n, MCXT_ALLOC_HUGE);
+	order = CanonicalOrder(pts, &spare);
+
+	/*
+	 * The vectors go to the sort's spare buffer, the fit's work area to the
+	 * sorted one once the input positions are saved: fresh memory is costly
+	 * (page faults), so these two buffers serve throughout.
+	 */
+	StaticAssertStmt(sizeof(OrderedPoint) == sizeof(CmlVec3) &&
+					 sizeof(CmlVec3) == 3 * sizeof(double),
+					 "the k-means buffers are shared");
+	x = (CmlVec3 *) spare;
 	for (int64 i = 0; i < pts->n; i++)
 		x[i] = CmlLatLonToVec(OrderKeyValue(order[i].key), order[i].lon);
-	model = KmeansFitVectors(x, pts->n, &o, labels_out ? &sorted_labels : NULL);
+	if (labels_out)
+	{
+		pos = palloc_extended(sizeof(int64) * Max(pts->n, 1), MCXT_ALLOC_HUGE);
+		for (int64 i = 0; i < pts->n; i++)
+			pos[i] = order[i].pos;
+	}
+	model = KmeansFitVectors(x, pts->n, &o, labels_out ? &sorted_labels : NULL,
+							 (double *) order);
 	if (labels_out)
 	{
 		/* back to the caller's order */
 		*labels_out = palloc_extended(sizeof(int32) * Max(pts->n, 1), MCXT_ALLOC_HUGE);
 		for (int64 i = 0; i < pts->n; i++)
-			(*labels_out)[order[i].pos] = sorted_labels[i];
+			(*labels_out)[pos[i]] = sorted_labels[i];
 		pfree(sorted_labels);
+		pfree(pos);
 	}
-	pfree(x);
+	pfree(spare);
 	pfree(order);
 	return model;
 }

@@ -45,16 +45,24 @@ CmlPointsReserve(CmlPoints *pts, int64 need)
 		pts->label = repalloc_huge(pts->label, sizeof(int32) * pts->cap);
 }
 
-/* Add one validated point */
-void
-CmlPointsAdd(CmlPoints *pts, double lat, double lon)
+/* Add one validated point (growing keeps the arrays in their memory context) */
+static inline void
+PointsAdd(CmlPoints *pts, double lat, double lon)
 {
-	CmlCheckLatLon(lat, lon);
-	if (pts->n == pts->cap)
+	if (unlikely(!CmlLatLonValid(lat, lon)))
+		CmlCheckLatLon(lat, lon);
+	if (unlikely(pts->n == pts->cap))
 		CmlPointsReserve(pts, pts->n + 1);
 	pts->ll[2 * pts->n] = lat;
 	pts->ll[2 * pts->n + 1] = lon;
 	pts->n++;
+}
+
+/* Add one validated point */
+void
+CmlPointsAdd(CmlPoints *pts, double lat, double lon)
+{
+	PointsAdd(pts, lat, lon);
 }
 
 /* Add one validated point with its zone label */
@@ -350,22 +358,28 @@ CmlWindowLabel(FunctionCallInfo fcinfo, CmlWindowFitFn fit, int32 *label)
 
 /* ---------- aggregate state shared by kmeans_fit and dbscan_fit ---------- */
 
+/* A new aggregate state in the aggregate context */
+static CmlPoints *
+NewAggState(MemoryContext aggcxt)
+{
+	MemoryContext old = MemoryContextSwitchTo(aggcxt);
+	CmlPoints  *pts = CmlPointsCreate();
+
+	MemoryContextSwitchTo(old);
+	return pts;
+}
+
 /* The aggregate's state, created in the aggregate context on first use */
 static CmlPoints *
 PointsAggState(FunctionCallInfo fcinfo, const char *fname)
 {
 	MemoryContext aggcxt;
-	MemoryContext old;
-	CmlPoints  *pts;
 
 	if (!AggCheckCallContext(fcinfo, &aggcxt))
 		elog(ERROR, "%s called in non-aggregate context", fname);
 	if (!PG_ARGISNULL(0))
 		return (CmlPoints *) PG_GETARG_POINTER(0);
-	old = MemoryContextSwitchTo(aggcxt);
-	pts = CmlPointsCreate();
-	MemoryContextSwitchTo(old);
-	return pts;
+	return NewAggState(aggcxt);
 }
 
 /* Equal parameters (NaN equals NaN: the final function reports it) */
@@ -397,33 +411,39 @@ SetParams(CmlPoints *pts, double p0, double p1, Jsonb *options, MemoryContext cx
 }
 
 /* Add the row's point unless a coordinate is NULL */
-static void
-AddRow(FunctionCallInfo fcinfo, CmlPoints *pts, MemoryContext cxt)
+static inline void
+AddRow(FunctionCallInfo fcinfo, CmlPoints *pts)
 {
-	MemoryContext old;
-
 	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		return;
-	old = MemoryContextSwitchTo(cxt);
-	CmlPointsAdd(pts, PG_GETARG_FLOAT8(1), PG_GETARG_FLOAT8(2));
-	MemoryContextSwitchTo(old);
+	PointsAdd(pts, PG_GETARG_FLOAT8(1), PG_GETARG_FLOAT8(2));
 }
 
 PG_FUNCTION_INFO_V1(kmeans_fit_trans);
+/* Once a row per group: only the first row's options are read (the rest are ignored) */
 Datum
 kmeans_fit_trans(PG_FUNCTION_ARGS)
 {
 	MemoryContext aggcxt;
-	CmlPoints  *pts = PointsAggState(fcinfo, "kmeans_fit_trans");
-	Jsonb	   *options = (PG_NARGS() > 4 && !PG_ARGISNULL(4)) ? PG_GETARG_JSONB_P(4) : NULL;
+	CmlPoints  *pts;
 
-	AggCheckCallContext(fcinfo, &aggcxt);
+	if (!AggCheckCallContext(fcinfo, &aggcxt))
+		elog(ERROR, "kmeans_fit_trans called in non-aggregate context");
 	if (PG_ARGISNULL(3))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("k must not be NULL")));
-	SetParams(pts, PG_GETARG_INT32(3), 0, options, aggcxt);
-	AddRow(fcinfo, pts, aggcxt);
+	if (PG_ARGISNULL(0))
+		pts = NewAggState(aggcxt);
+	else
+		pts = (CmlPoints *) PG_GETARG_POINTER(0);
+	if (unlikely(!pts->has_params))
+		SetParams(pts, PG_GETARG_INT32(3), 0,
+				  (PG_NARGS() > 4 && !PG_ARGISNULL(4)) ? PG_GETARG_JSONB_P(4) : NULL,
+				  aggcxt);
+	else if (unlikely(pts->param[0] != PG_GETARG_INT32(3)))
+		SetParams(pts, PG_GETARG_INT32(3), 0, NULL, aggcxt);
+	AddRow(fcinfo, pts);
 	PG_RETURN_POINTER(pts);
 }
 
@@ -440,7 +460,7 @@ dbscan_fit_trans(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("eps_m and min_points must not be NULL")));
 	SetParams(pts, PG_GETARG_FLOAT8(3), PG_GETARG_INT32(4), NULL, aggcxt);
-	AddRow(fcinfo, pts, aggcxt);
+	AddRow(fcinfo, pts);
 	PG_RETURN_POINTER(pts);
 }
 
@@ -479,6 +499,11 @@ cml_points_combine(PG_FUNCTION_ARGS)
 	b = (CmlPoints *) PG_GETARG_POINTER(1);
 	if (PG_ARGISNULL(0))
 	{
+		/* a state deserialised in the aggregate context is taken over, not copied */
+		if (GetMemoryChunkContext(b) == aggcxt &&
+			GetMemoryChunkContext(b->ll) == aggcxt &&
+			(b->label == NULL || GetMemoryChunkContext(b->label) == aggcxt))
+			PG_RETURN_POINTER(b);
 		old = MemoryContextSwitchTo(aggcxt);
 		a = CmlPointsCreate();
 		MemoryContextSwitchTo(old);
@@ -553,7 +578,7 @@ cml_points_deserialize(PG_FUNCTION_ARGS)
 	if (!AggCheckCallContext(fcinfo, &aggcxt))
 		elog(ERROR, "cml_points_deserialize called in non-aggregate context");
 	old = MemoryContextSwitchTo(aggcxt);
-	pts = CmlPointsCreate();
+	pts = palloc0(sizeof(CmlPoints));
 	/* read the bytea in place */
 	buf.data = VARDATA_ANY(raw);
 	buf.len = VARSIZE_ANY_EXHDR(raw);
@@ -573,9 +598,13 @@ cml_points_deserialize(PG_FUNCTION_ARGS)
 	per_point = 2 * sizeof(double) + (labelled ? sizeof(int32) : 0);
 	if (n < 0 || (Size) (buf.len - buf.cursor) != (Size) n * per_point)
 		elog(ERROR, "invalid partial clustering state. Please report a bug.");
+	/* exactly the room needed: a combine takes this state over */
+	if ((Size) n > MaxAllocHugeSize / (2 * sizeof(double)))
+		elog(ERROR, "invalid partial clustering state. Please report a bug.");
+	pts->cap = Max(n, 1);
+	pts->ll = palloc_extended(sizeof(double) * 2 * pts->cap, MCXT_ALLOC_HUGE);
 	if (labelled)
-		pts->label = palloc(sizeof(int32) * pts->cap);
-	CmlPointsReserve(pts, n);
+		pts->label = palloc_extended(sizeof(int32) * pts->cap, MCXT_ALLOC_HUGE);
 	pq_copymsgbytes(&buf, (char *) pts->ll, (int) (n * 2 * sizeof(double)));
 	if (labelled)
 		pq_copymsgbytes(&buf, (char *) pts->label, (int) (n * sizeof(int32)));
