@@ -786,17 +786,16 @@ def load_growth_table(db, n, seed):
     return table, total
 
 
-def growth_measure(a, db, settings, sql, args=None, fit=False):
-    """Time one query on a fresh backend. fit: best of 3 when the first run is under
-    --fit-repeat-below seconds, else one run; otherwise best of --growth-runs.
+def growth_measure(a, db, settings, sql, args=None):
+    """Best of --growth-runs runs of one query on a fresh backend, fits included: the same
+    number of runs at every size, so that a single slow run at 10M cannot pass for growth.
     Returns (best, median, runs, peak MB, private peak MB, last result)."""
     b = Backend(db, settings)
     try:
         times = []
         t, out = b.timed(sql, args)
         times.append(t)
-        more = (2 if t < a.fit_repeat_below else 0) if fit else a.growth_runs - 1
-        for _ in range(more):
+        for _ in range(a.growth_runs - 1):
             t, out = b.timed(sql, args)
             times.append(t)
         peak, priv = vm_mem_mb(b.pid)
@@ -855,7 +854,7 @@ def growth_workload(a, notes):
         # k-means k=16, one init: the fit, then predict with the same model registered by name
         fit_sql = f"SELECT cinematic_ml.kmeans_fit(lat, lon, 16, %s) AS m FROM {table}"
         best, med, runs, peak, priv, out = growth_measure(a, db, SERIAL, f"SELECT length(m) FROM ({fit_sql}) s",
-                                                          (km_opts,), fit=True)
+                                                          (km_opts,))
         name = f"growth_km_{n}"
         info, size = register_growth_model(db, name, fit_sql, (km_opts,))
         add("km_fit", best, med, runs, peak, priv,
@@ -869,7 +868,7 @@ def growth_workload(a, notes):
         fit_sql = f"SELECT cinematic_ml.dbscan_fit(lat, lon, %s, %s) AS m FROM {table}"
         dargs = (GROWTH_EPS_M, GROWTH_MIN_POINTS)
         best, med, runs, peak, priv, out = growth_measure(a, db, SERIAL, f"SELECT length(m) FROM ({fit_sql}) s",
-                                                          dargs, fit=True)
+                                                          dargs)
         name = f"growth_db_{n}"
         info, size = register_growth_model(db, name, fit_sql, dargs)
         add("db_fit", best, med, runs, peak, priv,
@@ -1174,7 +1173,7 @@ def main():
     ap.add_argument("--no-growth", dest="growth_sizes", action="store_const", const="none",
                     help="skip the growth series (same as --growth-sizes none)")
     ap.add_argument("--growth-runs", type=int, default=3,
-                    help="runs per growth scan/predict query, best kept (3); fits follow --fit-repeat-below")
+                    help="runs per growth query (fits included, at every size), best kept (3)")
     ap.add_argument("--growth-drop", action="store_true",
                     help="drop each growth_<n> table after use (default: keep it for the next run)")
     ap.add_argument("--growth-csv", default=os.path.join(HERE, "results", "growth.csv"),
@@ -1261,6 +1260,7 @@ def main():
         append_growth_csv(a.growth_csv, growth_rows, env, a)
         wrote.append(a.growth_csv + " (appended)")
     md = os.path.join(os.path.dirname(a.csv), "latest.md")
+    os.makedirs(os.path.dirname(md), exist_ok=True)
     with open(md, "w") as f:
         f.write(f"{a.n:,} points; git {env['git_head'][:12]}; {env['pg_version'].split(',')[0]}; "
                 f"{env['cpu_model']} x{env['cpus']}; {env['pg_settings']}\n\n")
