@@ -338,6 +338,8 @@ typedef struct PredictCall
 	CachedModel *value;			/* pinned */
 	Pointer		value_arg;		/* the argument it was resolved for */
 	bool		value_stable;	/* the argument is a constant or a parameter */
+	char	   *value_key;		/* the argument as passed (inline bytes or TOAST pointer) */
+	Size		value_key_len;
 } PredictCall;
 
 /* Add the statement's counts to the stats and unpin its models */
@@ -520,17 +522,30 @@ GetModelByValue(const bytea *raw)
 	return NewCacheEntry(raw, NULL, (int32) ++clock, true);
 }
 
-/* The model given as a bytea argument: resolved once while the argument stays the same */
+/*
+ * The model given as a bytea argument: resolved once while the argument stays
+ * the same.  A constant or parameter cannot change, so its address identifies
+ * it.  Otherwise the argument as passed is compared with the last one: the
+ * same inline bytes (compressed or not) are the same model, and so is the same
+ * TOAST pointer, which names an immutable value, so a model read from a table
+ * is neither fetched nor decompressed again for every row.
+ */
 static CmlModel *
 ModelFromBytea(FunctionCallInfo fcinfo, int argno)
 {
 	PredictCall *pc = GetCall(fcinfo);
 	Pointer		arg = DatumGetPointer(PG_GETARG_DATUM(argno));
+	bool		keyed = !VARATT_IS_EXTERNAL(arg) || VARATT_IS_EXTERNAL_ONDISK(arg);
+	Size		keylen = keyed ? VARSIZE_ANY(arg) : 0;
 	bytea	   *raw;
 
-	/* a constant or parameter cannot change: its address identifies it */
-	if (pc->value != NULL && pc->value_arg == arg && pc->value_stable)
-		return pc->value->model;
+	if (pc->value != NULL)
+	{
+		if (pc->value_arg == arg && pc->value_stable)
+			return pc->value->model;
+		if (keyed && pc->value_key_len == keylen && memcmp(pc->value_key, arg, keylen) == 0)
+			return pc->value->model;
+	}
 	raw = PG_GETARG_BYTEA_PP(argno);
 	if (pc->value == NULL || VARSIZE(pc->value->raw) - VARHDRSZ != VARSIZE_ANY_EXHDR(raw) ||
 		memcmp(VARDATA(pc->value->raw), VARDATA_ANY(raw), VARSIZE_ANY_EXHDR(raw)) != 0)
@@ -539,11 +554,18 @@ ModelFromBytea(FunctionCallInfo fcinfo, int argno)
 
 		if (pc->value)
 			pc->value->pins--;
+		else
+			pc->value_stable = get_fn_expr_arg_stable(fcinfo->flinfo, argno);
 		e->pins++;
 		pc->value = e;
 	}
 	pc->value_arg = arg;
-	pc->value_stable = get_fn_expr_arg_stable(fcinfo->flinfo, argno);
+	if (pc->value_key)
+		pfree(pc->value_key);
+	pc->value_key = keyed ? MemoryContextAlloc(fcinfo->flinfo->fn_mcxt, keylen) : NULL;
+	pc->value_key_len = keylen;
+	if (keyed)
+		memcpy(pc->value_key, arg, keylen);
 	return pc->value->model;
 }
 
