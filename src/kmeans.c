@@ -1019,6 +1019,78 @@ ComparePointOrder(const OrderedPoint *a, const OrderedPoint *b)
 #define RADIX_PASSES 3
 #define SMALL_RUN 32
 
+/* At most this many runs (parallel partial states) are merged rather than sorted */
+#define MERGE_MAX_RUNS 64
+
+/* True when the points are runs in canonical order that MergeRuns takes */
+static inline bool
+MergeableRuns(const CmlPoints *pts)
+{
+	return pts->nruns > 0 && pts->nruns <= MERGE_MAX_RUNS &&
+		pts->run_end[pts->nruns - 1] == pts->n;
+}
+
+/*
+ * Merge the runs of points (each in canonical order, as the parallel workers
+ * sent them) into a[], or straight into their unit vectors x[]
+ */
+static void
+MergeRuns(const CmlPoints *pts, OrderedPoint *a, CmlVec3 *x)
+{
+	int32		nr = pts->nruns;
+	int64		cur[MERGE_MAX_RUNS];
+	int64		end[MERGE_MAX_RUNS];
+	uint64		hk[MERGE_MAX_RUNS];
+	double		hl[MERGE_MAX_RUNS];
+	const double *ll = pts->ll;
+
+	/* an exhausted run's head is above any point's (lon <= 180) */
+	for (int32 r = 0; r < nr; r++)
+	{
+		cur[r] = r > 0 ? pts->run_end[r - 1] : 0;
+		end[r] = pts->run_end[r];
+		hk[r] = PG_UINT64_MAX;
+		hl[r] = INFINITY;
+		if (cur[r] < end[r])
+		{
+			hk[r] = OrderKey(ll[2 * cur[r]]);
+			hl[r] = ll[2 * cur[r] + 1] + 0.0;
+		}
+	}
+	for (int64 i = 0; i < pts->n; i++)
+	{
+		int32		b = 0;
+		int64		at;
+
+		for (int32 r = 1; r < nr; r++)
+			b = (hk[r] < hk[b] || (hk[r] == hk[b] && hl[r] < hl[b])) ? r : b;
+		at = cur[b]++;
+		if (x)
+			x[i] = CmlLatLonToVec(OrderKeyValue(hk[b]), hl[b]);
+		else
+		{
+			a[i].key = hk[b];
+			a[i].lon = hl[b];
+			a[i].pos = at;
+		}
+		if (cur[b] < end[b])
+		{
+			uint64		k = OrderKey(ll[2 * at + 2]);
+			double		l = ll[2 * at + 3] + 0.0;
+
+			if (unlikely(k < hk[b] || (k == hk[b] && l < hl[b])))
+				elog(ERROR, "partial k-means state out of order. Please report a bug.");
+			hk[b] = k;
+			hl[b] = l;
+		}
+		else
+		{
+			hk[b] = PG_UINT64_MAX;
+			hl[b] = INFINITY;
+		}
+	}
+}
+
 /*
  * The points in (lat, lon) order: an array of n OrderedPoint allocated (huge)
  * in the current context, and in *spare another one, free for the caller's use.
@@ -1030,13 +1102,22 @@ CanonicalOrder(const CmlPoints *pts, OrderedPoint **spare)
 	const double *ll = pts->ll;
 	OrderedPoint *a = palloc_extended(sizeof(OrderedPoint) * Max(n, 1), MCXT_ALLOC_HUGE);
 	OrderedPoint *b = palloc_extended(sizeof(OrderedPoint) * Max(n, 1), MCXT_ALLOC_HUGE);
-	int64	   *count = palloc0(sizeof(int64) * RADIX_DIGITS * RADIX_SIZE);
+	int64	   *count;
 	uint64		diff = 0;
 	uint64		mask = 0;
 	int			digit[RADIX_PASSES];
 	int			npass = 0;
 
+	/* made of runs already in order (parallel workers' partial states): merge */
+	if (MergeableRuns(pts))
+	{
+		MergeRuns(pts, a, NULL);
+		*spare = b;
+		return a;
+	}
+
 	/* keys, and every digit's histogram in the same pass */
+	count = palloc0(sizeof(int64) * RADIX_DIGITS * RADIX_SIZE);
 	for (int64 i = 0; i < n; i++)
 	{
 		uint64		key = OrderKey(ll[2 * i]);
@@ -1114,6 +1195,28 @@ CanonicalOrder(const CmlPoints *pts, OrderedPoint **spare)
 	return a;
 }
 
+/*
+ * Write the points as (lat, lon) float8 pairs in canonical order to out (not
+ * necessarily aligned): a parallel worker's partial state, so the leader
+ * merges runs instead of sorting every point
+ */
+void
+CmlKmeansCanonicalPoints(const CmlPoints *pts, char *out)
+{
+	OrderedPoint *spare;
+	OrderedPoint *order = CanonicalOrder(pts, &spare);
+
+	for (int64 i = 0; i < pts->n; i++)
+	{
+		double		lat = OrderKeyValue(order[i].key);
+
+		memcpy(out + 16 * i, &lat, sizeof(double));
+		memcpy(out + 16 * i + 8, &order[i].lon, sizeof(double));
+	}
+	pfree(order);
+	pfree(spare);
+}
+
 /* Fit k-means on a point set; k_in_options when k comes from the options (train) */
 CmlModel *
 CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *options,
@@ -1139,19 +1242,29 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	 * the set of points and the seed: not on the scan order, nor on the order
 	 * in which parallel workers' partial states were combined.
 	 */
-	order = CanonicalOrder(pts, &spare);
-
-	/*
-	 * The vectors go to the sort's spare buffer, the fit's work area to the
-	 * sorted one once the input positions are saved: fresh memory is costly
-	 * (page faults), so these two buffers serve throughout.
-	 */
 	StaticAssertStmt(sizeof(OrderedPoint) == sizeof(CmlVec3) &&
 					 sizeof(CmlVec3) == 3 * sizeof(double),
 					 "the k-means buffers are shared");
-	x = (CmlVec3 *) spare;
-	for (int64 i = 0; i < pts->n; i++)
-		x[i] = CmlLatLonToVec(OrderKeyValue(order[i].key), order[i].lon);
+	if (labels_out == NULL && MergeableRuns(pts))
+	{
+		/* parallel workers' sorted runs: merged straight into the vectors */
+		spare = palloc_extended(sizeof(CmlVec3) * pts->n, MCXT_ALLOC_HUGE);
+		order = palloc_extended(sizeof(OrderedPoint) * pts->n, MCXT_ALLOC_HUGE);
+		x = (CmlVec3 *) spare;
+		MergeRuns(pts, NULL, x);
+	}
+	else
+	{
+		/*
+		 * The vectors go to the sort's spare buffer, the fit's work area to
+		 * the sorted one once the input positions are saved: fresh memory is
+		 * costly (page faults), so these two buffers serve throughout.
+		 */
+		order = CanonicalOrder(pts, &spare);
+		x = (CmlVec3 *) spare;
+		for (int64 i = 0; i < pts->n; i++)
+			x[i] = CmlLatLonToVec(OrderKeyValue(order[i].key), order[i].lon);
+	}
 	if (labels_out)
 	{
 		pos = palloc_extended(sizeof(int64) * Max(pts->n, 1), MCXT_ALLOC_HUGE);

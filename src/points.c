@@ -434,7 +434,10 @@ kmeans_fit_trans(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("k must not be NULL")));
 	if (PG_ARGISNULL(0))
+	{
 		pts = NewAggState(aggcxt);
+		pts->sort_partial = true;
+	}
 	else
 		pts = (CmlPoints *) PG_GETARG_POINTER(0);
 	if (unlikely(!pts->has_params))
@@ -483,6 +486,37 @@ zone_metrics_trans(PG_FUNCTION_ARGS)
 	PG_RETURN_POINTER(pts);
 }
 
+/* True when the points are made of runs each in canonical order */
+static inline bool
+HasRuns(const CmlPoints *pts)
+{
+	return pts->nruns > 0 && pts->run_end[pts->nruns - 1] == pts->n;
+}
+
+/* Runs of a after b's points were appended (a->n not yet counting them) */
+static void
+CombineRuns(CmlPoints *a, const CmlPoints *b, MemoryContext cxt)
+{
+	if (b->n == 0)
+		return;
+	if (a->n > 0 && !HasRuns(a))
+		return;
+	if (!HasRuns(b))
+	{
+		a->nruns = 0;
+		return;
+	}
+	if (a->n == 0)
+		a->nruns = 0;
+	if (a->run_end == NULL)
+		a->run_end = MemoryContextAlloc(cxt, sizeof(int64) * (a->nruns + b->nruns));
+	else
+		a->run_end = repalloc(a->run_end, sizeof(int64) * (a->nruns + b->nruns));
+	for (int32 r = 0; r < b->nruns; r++)
+		a->run_end[a->nruns + r] = a->n + b->run_end[r];
+	a->nruns += b->nruns;
+}
+
 PG_FUNCTION_INFO_V1(cml_points_combine);
 Datum
 cml_points_combine(PG_FUNCTION_ARGS)
@@ -525,6 +559,7 @@ cml_points_combine(PG_FUNCTION_ARGS)
 	memcpy(a->ll + 2 * a->n, b->ll, sizeof(double) * 2 * b->n);
 	if (b->label != NULL)
 		memcpy(a->label + a->n, b->label, sizeof(int32) * b->n);
+	CombineRuns(a, b, aggcxt);
 	a->n += b->n;
 	PG_RETURN_POINTER(a);
 }
@@ -537,6 +572,7 @@ cml_points_serialize(PG_FUNCTION_ARGS)
 	StringInfoData buf;
 	Size		need;
 	int32		optlen = pts->options ? VARSIZE(pts->options) : 0;
+	bool		sorted = pts->sort_partial && pts->label == NULL && pts->n > 0;
 
 	need = add_size(64 + optlen, mul_size(pts->n, 2 * sizeof(double) + sizeof(int32)));
 	if (need > MaxAllocSize - VARHDRSZ)
@@ -553,9 +589,18 @@ cml_points_serialize(PG_FUNCTION_ARGS)
 	pq_sendfloat8(&buf, pts->param[1]);
 	pq_sendint32(&buf, optlen);
 	pq_sendbyte(&buf, pts->label != NULL);
+	pq_sendbyte(&buf, sorted);
 	if (optlen > 0)
 		pq_sendbytes(&buf, (const char *) pts->options, optlen);
-	pq_sendbytes(&buf, (const char *) pts->ll, (int) (pts->n * 2 * sizeof(double)));
+	if (sorted)
+	{
+		/* k-means: sorted here, in the worker, the leader merges the runs */
+		CmlKmeansCanonicalPoints(pts, buf.data + buf.len);
+		buf.len += (int) (pts->n * 2 * sizeof(double));
+		buf.data[buf.len] = '\0';
+	}
+	else
+		pq_sendbytes(&buf, (const char *) pts->ll, (int) (pts->n * 2 * sizeof(double)));
 	if (pts->label != NULL)
 		pq_sendbytes(&buf, (const char *) pts->label, (int) (pts->n * sizeof(int32)));
 	PG_RETURN_BYTEA_P(pq_endtypsend(&buf));
@@ -573,6 +618,7 @@ cml_points_deserialize(PG_FUNCTION_ARGS)
 	int64		n;
 	int32		optlen;
 	bool		labelled;
+	bool		sorted;
 	Size		per_point;
 
 	if (!AggCheckCallContext(fcinfo, &aggcxt))
@@ -590,6 +636,7 @@ cml_points_deserialize(PG_FUNCTION_ARGS)
 	pts->param[1] = pq_getmsgfloat8(&buf);
 	optlen = pq_getmsgint(&buf, 4);
 	labelled = pq_getmsgbyte(&buf);
+	sorted = pq_getmsgbyte(&buf);
 	if (optlen > 0)
 	{
 		pts->options = palloc(optlen);
@@ -609,6 +656,13 @@ cml_points_deserialize(PG_FUNCTION_ARGS)
 	if (labelled)
 		pq_copymsgbytes(&buf, (char *) pts->label, (int) (n * sizeof(int32)));
 	pts->n = n;
+	pts->sort_partial = sorted;
+	if (sorted)
+	{
+		pts->nruns = 1;
+		pts->run_end = palloc(sizeof(int64));
+		pts->run_end[0] = n;
+	}
 	MemoryContextSwitchTo(old);
 	PG_RETURN_POINTER(pts);
 }

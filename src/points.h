@@ -21,6 +21,9 @@ typedef struct CmlPoints
 	bool		has_params;
 	double		param[2];		/* k-means: k; DBSCAN: eps_m, min_points */
 	Jsonb	   *options;		/* k-means options, or NULL */
+	bool		sort_partial;	/* serialise the points in k-means' canonical order */
+	int32		nruns;			/* when run_end[nruns - 1] == n: ll is nruns runs */
+	int64	   *run_end;		/* each in canonical order, ending there */
 } CmlPoints;
 
 /* One recognised key of an options jsonb */
@@ -59,6 +62,7 @@ extern CmlModel *CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_opt
 extern CmlModel *CmlDbscanFitPoints(const CmlPoints *pts, double eps_m, int32 min_points,
 									int32 **labels_out);
 extern void CmlKmeansCheckParams(Jsonb *params);
+extern void CmlKmeansCanonicalPoints(const CmlPoints *pts, char *ll_out);
 extern void CmlDbscanParseParams(Jsonb *params, double *eps_m, int32 *min_points);
 
 #endif							/* CML_POINTS_H */
