@@ -54,6 +54,21 @@ KmeansParseOptions(Jsonb *options, bool with_k, KmeansOptions *o)
 					spec, with_k ? lengthof(spec) : lengthof(spec) - 1);
 }
 
+/*
+ * A large work array (huge allocation) in the current context, on
+ * transparent huge pages where the system offers them: a fit on 1M points
+ * faults in ~100 MB of fresh memory, 4 kB at a time otherwise (~10 % of the
+ * fit's time).
+ */
+static void *
+BigAlloc(Size size)
+{
+	void	   *p = palloc_extended(Max(size, 1), MCXT_ALLOC_HUGE);
+
+	CmlAdviseHugePages(p, size);
+	return p;
+}
+
 /* Raise the error for an unusable k */
 static void
 CheckK(int32 k, int64 n)
@@ -387,10 +402,10 @@ SeedCenters(const CmlVec3 *x, int64 n, int32 k, pg_prng_state *rng, CmlVec3 *cen
 	double		far = 0.0;
 
 	st.cap = n + n / 4 + 1;
-	st.v = palloc_extended(sizeof(CmlVec3) * st.cap, MCXT_ALLOC_HUGE);
-	st.d2 = palloc_extended(sizeof(double) * st.cap, MCXT_ALLOC_HUGE);
+	st.v = BigAlloc(sizeof(CmlVec3) * st.cap);
+	st.d2 = BigAlloc(sizeof(double) * st.cap);
 	st.mv = scratch;
-	st.md2 = palloc_extended(sizeof(double) * n, MCXT_ALLOC_HUGE);
+	st.md2 = BigAlloc(sizeof(double) * n);
 	st.g = palloc_extended(sizeof(SeedGroup) * k, MCXT_ALLOC_HUGE);
 	st.top = 0;
 	st.ng = 0;
@@ -901,9 +916,9 @@ KmeansFitVectors(const CmlVec3 *x, int64 n, const KmeansOptions *o, int32 **labe
 
 	pg_prng_seed(&rng, (uint64) o->seed);
 	cur.centers = palloc(sizeof(CmlVec3) * o->k);
-	cur.labels = palloc_extended(sizeof(int32) * n, MCXT_ALLOC_HUGE);
+	cur.labels = BigAlloc(sizeof(int32) * n);
 	best.centers = palloc(sizeof(CmlVec3) * o->k);
-	best.labels = palloc_extended(sizeof(int32) * n, MCXT_ALLOC_HUGE);
+	best.labels = BigAlloc(sizeof(int32) * n);
 	best.inertia = INFINITY;
 	for (int32 r = 0; r < o->n_init; r++)
 	{
@@ -1100,8 +1115,8 @@ CanonicalOrder(const CmlPoints *pts, OrderedPoint **spare)
 {
 	int64		n = pts->n;
 	const double *ll = pts->ll;
-	OrderedPoint *a = palloc_extended(sizeof(OrderedPoint) * Max(n, 1), MCXT_ALLOC_HUGE);
-	OrderedPoint *b = palloc_extended(sizeof(OrderedPoint) * Max(n, 1), MCXT_ALLOC_HUGE);
+	OrderedPoint *a = BigAlloc(sizeof(OrderedPoint) * n);
+	OrderedPoint *b = BigAlloc(sizeof(OrderedPoint) * n);
 	int64	   *count;
 	uint64		diff = 0;
 	uint64		mask = 0;
@@ -1248,8 +1263,8 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	if (labels_out == NULL && MergeableRuns(pts))
 	{
 		/* parallel workers' sorted runs: merged straight into the vectors */
-		spare = palloc_extended(sizeof(CmlVec3) * pts->n, MCXT_ALLOC_HUGE);
-		order = palloc_extended(sizeof(OrderedPoint) * pts->n, MCXT_ALLOC_HUGE);
+		spare = BigAlloc(sizeof(CmlVec3) * pts->n);
+		order = BigAlloc(sizeof(OrderedPoint) * pts->n);
 		x = (CmlVec3 *) spare;
 		MergeRuns(pts, NULL, x);
 	}

@@ -46,6 +46,7 @@ typedef struct CmlOptSpec
 extern void CmlParseOptions(Jsonb *options, const char *what,
 							const CmlOptSpec *spec, int nspec);
 
+extern void CmlAdviseHugePages(void *p, Size size);
 extern CmlPoints *CmlPointsCreate(void);
 extern void CmlPointsAdd(CmlPoints *pts, double lat, double lon);
 extern void CmlPointsAddLabelled(CmlPoints *pts, double lat, double lon, int32 label);
