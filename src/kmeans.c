@@ -201,18 +201,13 @@ SeedTrialPotential(const SeedState *st, CmlVec3 cand)
 				total += ring->pot;
 				continue;
 			}
+			/* most members are within reach: no branch, a distance each */
 			for (int64 m = 0; m < ring->len; m++)
 			{
 				double		dm = d2[m];
+				double		d = CmlChord2(v[m], cand);
 
-				if (dm > lim)
-				{
-					double		d = CmlChord2(v[m], cand);
-
-					if (d < dm)
-						dm = d;
-				}
-				sum += dm;
+				sum += (d < dm) ? d : dm;
 			}
 			total += sum;
 		}
