@@ -476,6 +476,34 @@ NearestTwo(CmlVec3 p, const CmlVec3 *c, int32 k, double *d1, double *d2)
 	return best;
 }
 
+/*
+ * Where to start each point's first nearest-center search: the center found
+ * last for a point in the same cell of a grid over the vectors' (y, z) box
+ * (a guess: the search is exact from any start)
+ */
+#define GUESS_GRID 128
+
+typedef struct GuessGrid
+{
+	double		y0;
+	double		ys;				/* cells per unit of y */
+	double		z0;
+	double		zs;
+	int32	   *last;			/* GUESS_GRID x GUESS_GRID centers, -1 for none yet */
+} GuessGrid;
+
+/* The grid cell of a vector */
+static inline int32
+GuessCell(const GuessGrid *gg, CmlVec3 v)
+{
+	int32		cy = (int32) ((v.y - gg->y0) * gg->ys);
+	int32		cz = (int32) ((v.z - gg->z0) * gg->zs);
+
+	cy = Min(Max(cy, 0), GUESS_GRID - 1);
+	cz = Min(Max(cz, 0), GUESS_GRID - 1);
+	return cy * GUESS_GRID + cz;
+}
+
 typedef struct KmeansRun
 {
 	CmlVec3    *centers;
@@ -784,7 +812,7 @@ LloydMove(Lloyd *st)
 /* One k-means run from k-means++ seeds: Lloyd with Hamerly's bounds */
 static void
 KmeansOnce(const CmlVec3 *x, int64 n, const KmeansOptions *o, double tol_abs,
-		   pg_prng_state *rng, double *work, KmeansRun *run)
+		   pg_prng_state *rng, double *work, GuessGrid *gg, KmeansRun *run)
 {
 	int32		k = o->k;
 	Lloyd		st;
@@ -810,21 +838,25 @@ KmeansOnce(const CmlVec3 *x, int64 n, const KmeansOptions *o, double tol_abs,
 	SeedCenters(x, n, k, rng, st.c, (CmlVec3 *) work);
 
 	/*
-	 * First assignment, searched from the previous point's center (often
-	 * near: the points are in latitude order); the sums then follow each
+	 * First assignment, each search started from the center of the last
+	 * point seen in the same grid cell; the sums then follow each
 	 * reassignment
 	 */
 	LloydHalfGaps(&st);
+	for (int32 g = 0; g < GUESS_GRID * GUESS_GRID; g++)
+		gg->last[g] = -1;
 	for (int64 i = 0; i < n; i++)
 	{
 		int32		j;
 
 		if (st.nb != NULL)
 		{
-			int32		g = i > 0 ? st.a[i - 1] : 0;
+			int32		cell = GuessCell(gg, x[i]);
+			int32		g = gg->last[cell] >= 0 ? gg->last[cell] : i > 0 ? st.a[i - 1] : 0;
 
 			j = NearestTwoFrom(x[i], st.c, st.nb + (int64) g * (k - 1), k, g,
 							   CmlChord2(x[i], st.c[g]), &st.u[i], &st.l[i]);
+			gg->last[cell] = j;
 		}
 		else
 			j = NearestTwo(x[i], st.c, k, &st.u[i], &st.l[i]);
@@ -888,6 +920,11 @@ KmeansFitVectors(const CmlVec3 *x, int64 n, const KmeansOptions *o, int32 **labe
 	double		mean[3] = {0, 0, 0};
 	double		var = 0.0;
 	double		tol_abs;
+	double		ylo = INFINITY,
+				yhi = -INFINITY,
+				zlo = INFINITY,
+				zhi = -INFINITY;
+	GuessGrid	gg;
 	KmeansRun	best = {0};
 	KmeansRun	cur;
 	CmlModel   *model;
@@ -900,7 +937,16 @@ KmeansFitVectors(const CmlVec3 *x, int64 n, const KmeansOptions *o, int32 **labe
 		mean[0] += x[i].x;
 		mean[1] += x[i].y;
 		mean[2] += x[i].z;
+		ylo = Min(ylo, x[i].y);
+		yhi = Max(yhi, x[i].y);
+		zlo = Min(zlo, x[i].z);
+		zhi = Max(zhi, x[i].z);
 	}
+	gg.y0 = ylo;
+	gg.ys = yhi > ylo ? GUESS_GRID / (yhi - ylo) : 0.0;
+	gg.z0 = zlo;
+	gg.zs = zhi > zlo ? GUESS_GRID / (zhi - zlo) : 0.0;
+	gg.last = palloc(sizeof(int32) * GUESS_GRID * GUESS_GRID);
 	for (int d = 0; d < 3; d++)
 		mean[d] /= n;
 	for (int64 i = 0; i < n; i++)
@@ -917,7 +963,7 @@ KmeansFitVectors(const CmlVec3 *x, int64 n, const KmeansOptions *o, int32 **labe
 	best.inertia = INFINITY;
 	for (int32 r = 0; r < o->n_init; r++)
 	{
-		KmeansOnce(x, n, o, tol_abs, &rng, work, &cur);
+		KmeansOnce(x, n, o, tol_abs, &rng, work, &gg, &cur);
 		if (cur.inertia < best.inertia)
 		{
 			KmeansRun	swap = best;
