@@ -92,7 +92,8 @@ fuzz-clean:
 	rm -rf fuzz/build fuzz/build-known
 
 # ---------------------------------------------------------------------------
-# make bench: bench/run.sh (predict + k-means), then the DBSCAN bench at its default size
+# make bench: bench/run.sh (predict with k-means and DBSCAN models, k-means, the growth series
+# 100k/1M/10M, parallel query), then the DBSCAN bench at its default size
 # (1,000,000 points) and the pictures (bench/plots.py). Uses PGHOST/PGPORT when both are set,
 # otherwise throwaway clusters (scripts/pgcluster.sh), removed afterwards. See bench/README.md.
 # BENCH_ARGS are passed to bench/run.sh, BENCH_DBSCAN_ARGS to bench/bench_dbscan.py.
