@@ -444,7 +444,10 @@ AddRow(FunctionCallInfo fcinfo, CmlPoints *pts)
 }
 
 PG_FUNCTION_INFO_V1(kmeans_fit_trans);
-/* Once a row per group: only the first row's options are read (the rest are ignored) */
+/*
+ * One call per row: the options are read on a group's first row only (the
+ * other rows' options are ignored), k is checked on every row
+ */
 Datum
 kmeans_fit_trans(PG_FUNCTION_ARGS)
 {
@@ -618,7 +621,10 @@ cml_points_serialize(PG_FUNCTION_ARGS)
 		pq_sendbytes(&buf, (const char *) pts->options, optlen);
 	if (sorted)
 	{
-		/* k-means: sorted here, in the worker, the leader merges the runs */
+		/*
+		 * k-means: sorted here, by each parallel worker (and the leader for
+		 * its own share); the final function merges the sorted runs
+		 */
 		CmlKmeansCanonicalPoints(pts, buf.data + buf.len);
 		buf.len += (int) (pts->n * 2 * sizeof(double));
 		buf.data[buf.len] = '\0';
@@ -674,6 +680,7 @@ cml_points_deserialize(PG_FUNCTION_ARGS)
 		elog(ERROR, "invalid partial clustering state. Please report a bug.");
 	pts->cap = Max(n, 1);
 	pts->ll = palloc_extended(sizeof(double) * 2 * pts->cap, MCXT_ALLOC_HUGE);
+	CmlAdviseHugePages(pts->ll, sizeof(double) * 2 * pts->cap);
 	if (labelled)
 		pts->label = palloc_extended(sizeof(int32) * pts->cap, MCXT_ALLOC_HUGE);
 	pq_copymsgbytes(&buf, (char *) pts->ll, (int) (n * 2 * sizeof(double)));
