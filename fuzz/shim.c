@@ -731,6 +731,13 @@ errstart(int elevel, const char *domain)
 	return true;
 }
 
+/* DEBUG messages are never interesting here (the server's answer at the default level) */
+bool
+message_level_is_interesting(int elevel)
+{
+	return elevel >= WARNING;
+}
+
 bool
 errstart_cold(int elevel, const char *domain)
 {
