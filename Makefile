@@ -113,3 +113,11 @@ bench:
 		PGHOST=$$d PGPORT=$$port PGUSER=postgres /usr/bin/python3 bench/bench_dbscan.py $(BENCH_DBSCAN_ARGS); \
 	fi
 	/usr/bin/python3 bench/plots.py
+	$(MAKE) --no-print-directory bench-geometry
+
+# what the worldwide geometry costs the city case: 3-D kernels against a 2-D projection
+.PHONY: bench-geometry
+bench-geometry:
+	@set -e; d=$$(mktemp -d /tmp/cml_geometry.XXXXXX); trap 'rm -rf '"$$d" EXIT; \
+	$(CC) -O2 -o $$d/geometry_cost bench/geometry_cost.c -lm; \
+	$$d/geometry_cost | tee bench/results/geometry_cost.txt
