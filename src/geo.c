@@ -7,6 +7,18 @@
 
 #include "geo.h"
 
+double		CmlSinTable[256];
+double		CmlCosTable[256];
+
+/* Fill CmlSinCosDeg's table (libm's values) when the library loads */
+static void CmlSinCosInit(void) __attribute__((constructor));
+static void
+CmlSinCosInit(void)
+{
+	for (int i = 0; i < 256; i++)
+		sincos(i * CML_SINCOS_STEP_DEG * (M_PI / 180.0), &CmlSinTable[i], &CmlCosTable[i]);
+}
+
 /* Raise a precise ERROR unless (lat, lon) is a finite WGS84 coordinate */
 void
 CmlCheckLatLon(double lat, double lon)
