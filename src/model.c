@@ -547,6 +547,8 @@ KmeansGridBuild(const CmlModel *m)
 /* a bin with at most this many cores is used core by core, not by its bounds */
 #define DBSCAN_BIN_EXACT 4
 #define DBSCAN_BIN_EXACT_REFINE 16
+/* at most this many distances for refining (a few tenths of a second), the rest is searched */
+#define DBSCAN_REFINE_BUDGET 100000000
 
 /*
  * What is known about the cores around a cell's center p0: u1 bounds from
@@ -562,6 +564,9 @@ typedef struct CoreProof
 	int32		z1;
 	int32		za;
 } CoreProof;
+
+/* the label of bounds that hold for cores of several zones (za only, never z1) */
+#define CORE_PROOF_MIXED (-2)
 
 static inline void
 CoreProofInit(CoreProof *p)
@@ -629,14 +634,21 @@ typedef struct CoreBins
 	double	   *rho;			/* the cell's rho */
 } CoreBins;
 
-/* Learn from a bin about the cores around p0 */
-static inline void
+/*
+ * Learn from a bin about the cores around p0: core by core when it has at
+ * most exact_max, else by bounds: its core nearest to the cell's center (an
+ * upper bound for its zone) and its cell's box (a lower bound for all its
+ * cores; for a bin of several zones, one that counts against every zone).
+ * Returns the distances computed.
+ */
+static inline int64
 CoreProofAddBin(CoreProof *p, const CoreBins *b, int32 bin, CmlVec3 p0, int64 exact_max)
 {
 	int64		first = b->bin_start[bin];
 	int64		end = b->bin_start[bin + 1];
+	double		box;
 
-	if (b->bin_zone[bin] < 0 || end - first <= exact_max)
+	if (end - first <= exact_max)
 	{
 		for (int64 c = first; c < end; c++)
 		{
@@ -644,10 +656,14 @@ CoreProofAddBin(CoreProof *p, const CoreBins *b, int32 bin, CmlVec3 p0, int64 ex
 
 			CoreProofAdd(p, d, d, b->core_zone[c]);
 		}
+		return end - first;
 	}
+	box = sqrt(CmlChord2(p0, b->center[bin])) - b->rho[bin];
+	if (b->bin_zone[bin] < 0)
+		CoreProofAdd(p, INFINITY, box, CORE_PROOF_MIXED);
 	else
-		CoreProofAdd(p, sqrt(CmlChord2(p0, b->rep[bin])),
-					 sqrt(CmlChord2(p0, b->center[bin])) - b->rho[bin], b->bin_zone[bin]);
+		CoreProofAdd(p, sqrt(CmlChord2(p0, b->rep[bin])), box, b->bin_zone[bin]);
+	return 2;
 }
 
 /* Bin a model's cores by the cells of grid g */
@@ -727,7 +743,7 @@ CoreBinsBuild(CoreBins *b, const CmlModel *m, const CmlZoneGrid *g, const GridTr
  * cores of the bins within (wlat, wlon) cells that can reach the cell; bins
  * is room for the bins' numbers.
  */
-static void
+static int64
 RefineCell(CmlZoneGrid *g, const CoreBins *b, const GridTrig *t, int32 i, int32 j,
 		   int32 wlat, int32 wlon, double ce, int32 *bins, int16 *out)
 {
@@ -737,6 +753,7 @@ RefineCell(CmlZoneGrid *g, const CoreBins *b, const GridTrig *t, int32 i, int32 
 	double		rho = t->rho[i] / f * 1.01 + 1e-12;
 	CmlVec3		c0 = GRID_VEC(t, 2 * i + 1, 2 * j + 1);
 	int32		nbins = 0;
+	int64		work = 0;
 	double		sla[CML_GRID_MAX_F],
 				cla[CML_GRID_MAX_F],
 				slo[CML_GRID_MAX_F],
@@ -766,10 +783,11 @@ RefineCell(CmlZoneGrid *g, const CoreBins *b, const GridTrig *t, int32 i, int32 
 
 			CoreProofInit(&p);
 			for (int32 r = 0; r < nbins; r++)
-				CoreProofAddBin(&p, b, bins[r], p0, DBSCAN_BIN_EXACT_REFINE);
+				work += CoreProofAddBin(&p, b, bins[r], p0, DBSCAN_BIN_EXACT_REFINE);
 			out[si * f + sj] = GridValue(CoreProofResult(&p, rho, ce));
 		}
 	}
+	return work;
 }
 
 /*
@@ -795,6 +813,7 @@ DbscanGridBuild(const CmlModel *m)
 	int32		wlat,
 				wlon,
 				nrefine = 0;
+	int64		work = 0;
 	int32	   *bins;
 	CoreProof  *proof;
 	CoreBins	b;
@@ -860,12 +879,12 @@ DbscanGridBuild(const CmlModel *m)
 		g->sub = palloc_extended(sizeof(int16) * nrefine * g->sub_f * g->sub_f, MCXT_ALLOC_HUGE);
 	}
 	bins = palloc(sizeof(int32) * (2 * wlat + 1) * (2 * wlon + 1));
-	for (int64 x = 0; x < ncell && g->nblock < nrefine; x++)
+	for (int64 x = 0; x < ncell && g->nblock < nrefine && work < DBSCAN_REFINE_BUDGET; x++)
 	{
 		if (g->cell[x] != CML_GRID_UNKNOWN)
 			continue;
-		RefineCell(g, &b, &t, (int32) (x / g->nlon), (int32) (x % g->nlon), wlat, wlon, ce,
-				   bins, g->sub + (int64) g->nblock * g->sub_f * g->sub_f);
+		work += RefineCell(g, &b, &t, (int32) (x / g->nlon), (int32) (x % g->nlon), wlat, wlon,
+						   ce, bins, g->sub + (int64) g->nblock * g->sub_f * g->sub_f);
 		g->cell[x] = CML_GRID_REFINED;
 		g->block[x] = g->nblock++;
 		if ((g->nblock & 255) == 0)
