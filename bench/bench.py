@@ -210,8 +210,8 @@ def table_lines(results):
     return head, body
 
 
-def print_table(results, out=sys.stdout):
-    head, body = table_lines(results)
+def print_rows(head, body, out=sys.stdout):
+    """A text table: columns padded to their widest cell, the notes column left ragged."""
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     widths[-1] = len(head[-1])
     line = "  ".join(h.ljust(w) for h, w in zip(head, widths))
@@ -221,12 +221,19 @@ def print_table(results, out=sys.stdout):
         print("  ".join(c.ljust(w) for c, w in zip(b, widths)).rstrip(), file=out)
 
 
-def markdown_table(results):
-    head, body = table_lines(results)
+def markdown_rows(head, body):
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for b in body:
         lines.append("| " + " | ".join(c.replace("|", "/") for c in b) + " |")
     return "\n".join(lines)
+
+
+def print_table(results, out=sys.stdout):
+    print_rows(*table_lines(results), out=out)
+
+
+def markdown_table(results):
+    return markdown_rows(*table_lines(results))
 
 
 # --------------------------------------------------------------------------- setup
@@ -989,22 +996,11 @@ def growth_table_lines(rows):
 
 
 def print_growth(rows, out=sys.stdout):
-    head, body = growth_table_lines(rows)
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
-    widths[-1] = len(head[-1])
-    line = "  ".join(h.ljust(w) for h, w in zip(head, widths))
-    print(line, file=out)
-    print("-" * len(line), file=out)
-    for b in body:
-        print("  ".join(c.ljust(w) for c, w in zip(b, widths)).rstrip(), file=out)
+    print_rows(*growth_table_lines(rows), out=out)
 
 
 def growth_markdown(rows):
-    head, body = growth_table_lines(rows)
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for b in body:
-        lines.append("| " + " | ".join(c.replace("|", "/") for c in b) + " |")
-    return "\n".join(lines)
+    return markdown_rows(*growth_table_lines(rows))
 
 
 def append_growth_csv(path, rows, env, a):
