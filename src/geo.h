@@ -57,6 +57,32 @@ CmlSinCosDeg(double deg, double *s, double *c)
 	*c = CmlCosTable[i] * cd - CmlSinTable[i] * sd;
 }
 
+/* Coordinate in degrees of a (not necessarily unit) non-zero vector */
+extern void CmlVecToLatLon(CmlVec3 v, double *lat, double *lon);
+
+#ifdef CML_PLANAR_EXPERIMENT
+/*
+ * Benchmark-only build (bench/planar_experiment.sh, never installed for use):
+ * what a city-only implementation would compute, a 2-D local projection
+ * around Paris scaled to the unit sphere, distances in two coordinates.
+ */
+static inline CmlVec3
+CmlLatLonToVec(double lat, double lon)
+{
+	CmlVec3		v = {lon * (M_PI / 180.0) * 0.65825, lat * (M_PI / 180.0), 0.0};
+
+	return v;
+}
+
+static inline double
+CmlChord2(CmlVec3 a, CmlVec3 b)
+{
+	double		dx = a.x - b.x;
+	double		dy = a.y - b.y;
+
+	return dx * dx + dy * dy;
+}
+#else
 /* Unit vector of a coordinate in degrees (any finite degrees within +-1e6) */
 static inline CmlVec3
 CmlLatLonToVec(double lat, double lon)
@@ -75,9 +101,6 @@ CmlLatLonToVec(double lat, double lon)
 	return v;
 }
 
-/* Coordinate in degrees of a (not necessarily unit) non-zero vector */
-extern void CmlVecToLatLon(CmlVec3 v, double *lat, double *lon);
-
 /* Squared chord between two unit vectors */
 static inline double
 CmlChord2(CmlVec3 a, CmlVec3 b)
@@ -88,6 +111,7 @@ CmlChord2(CmlVec3 a, CmlVec3 b)
 
 	return dx * dx + dy * dy + dz * dz;
 }
+#endif							/* CML_PLANAR_EXPERIMENT */
 
 /* Great-circle metres from a squared chord of unit vectors */
 static inline double
