@@ -267,22 +267,24 @@ typedef struct Grid
 	int64	   *start;			/* per cell, and one more: its points */
 	CmlVec3    *v;				/* the points grouped by cell */
 	int64	   *order;			/* input index of each grouped point */
-	int			axis[3];		/* the input axis behind each grid axis */
+	double		rot[3][3];		/* the grid's frame: row i is grid axis i */
 } Grid;
 
 /*
- * The grid works on the points with their axes permuted so that the last key
- * field, the one that runs along a column, is the axis closest to the
- * tangent plane of the data (the smallest component of its mean direction):
- * then a column runs along the surface rather than across it, and of the 25
- * columns around a cell those that miss the surface are mostly empty.
- * Distances do not depend on the order of the axes.
+ * The grid works on the points in a frame of its own (a rotation, so chords
+ * do not change).  For data gathered around a mean direction (a city, a
+ * country) the first axis is that direction and the other two span the
+ * tangent plane, the last one along a column: the points then fill one or two
+ * layers of cells across the first axis, and of the 25 columns around a cell
+ * only those of its layer hold points.  Data spread over the sphere keeps the
+ * input axes, ordered so that a column runs along the surface (the smallest
+ * component of the mean direction last).
  */
 static void
 GridChooseAxes(Grid *g, const CmlVec3 *x, int64 n)
 {
 	double		m[3] = {0, 0, 0};
-	int			a[3] = {0, 1, 2};
+	double		len;
 
 	for (int64 i = 0; i < n; i++)
 	{
@@ -290,29 +292,62 @@ GridChooseAxes(Grid *g, const CmlVec3 *x, int64 n)
 		m[1] += x[i].y;
 		m[2] += x[i].z;
 	}
-	for (int i = 0; i < 3; i++)
-		m[i] = fabs(m[i]);
-	/* sort the axes by decreasing mean component */
-	for (int i = 1; i < 3; i++)
-		for (int j = i; j > 0 && m[a[j]] > m[a[j - 1]]; j--)
-		{
-			int			t = a[j];
+	len = sqrt(m[0] * m[0] + m[1] * m[1] + m[2] * m[2]);
+	memset(g->rot, 0, sizeof(g->rot));
+	if (n > 0 && len > 0.5 * n)
+	{
+		double		nrm[3] = {m[0] / len, m[1] / len, m[2] / len};
+		double		t1[3],
+					t2[3],
+					tl;
+		int			e = 0;
 
-			a[j] = a[j - 1];
-			a[j - 1] = t;
-		}
-	memcpy(g->axis, a, sizeof(a));
+		/* the tangent axis t1 from the input axis least aligned with the normal */
+		for (int i = 1; i < 3; i++)
+			if (fabs(nrm[i]) < fabs(nrm[e]))
+				e = i;
+		t1[0] = (e == 0) - nrm[e] * nrm[0];
+		t1[1] = (e == 1) - nrm[e] * nrm[1];
+		t1[2] = (e == 2) - nrm[e] * nrm[2];
+		tl = sqrt(t1[0] * t1[0] + t1[1] * t1[1] + t1[2] * t1[2]);
+		for (int i = 0; i < 3; i++)
+			t1[i] /= tl;
+		t2[0] = nrm[1] * t1[2] - nrm[2] * t1[1];
+		t2[1] = nrm[2] * t1[0] - nrm[0] * t1[2];
+		t2[2] = nrm[0] * t1[1] - nrm[1] * t1[0];
+		memcpy(g->rot[0], nrm, sizeof(nrm));
+		memcpy(g->rot[1], t2, sizeof(t2));
+		memcpy(g->rot[2], t1, sizeof(t1));
+	}
+	else
+	{
+		int			a[3] = {0, 1, 2};
+
+		for (int i = 0; i < 3; i++)
+			m[i] = fabs(m[i]);
+		/* sort the axes by decreasing mean component */
+		for (int i = 1; i < 3; i++)
+			for (int j = i; j > 0 && m[a[j]] > m[a[j - 1]]; j--)
+			{
+				int			t = a[j];
+
+				a[j] = a[j - 1];
+				a[j - 1] = t;
+			}
+		for (int i = 0; i < 3; i++)
+			g->rot[i][a[i]] = 1.0;
+	}
 }
 
+/* A vector in the grid's frame */
 static inline CmlVec3
-GridPermute(const Grid *g, CmlVec3 v)
+GridFrame(const double rot[3][3], CmlVec3 v)
 {
-	double		c[3] = {v.x, v.y, v.z};
 	CmlVec3		r;
 
-	r.x = c[g->axis[0]];
-	r.y = c[g->axis[1]];
-	r.z = c[g->axis[2]];
+	r.x = rot[0][0] * v.x + rot[0][1] * v.y + rot[0][2] * v.z;
+	r.y = rot[1][0] * v.x + rot[1][1] * v.y + rot[1][2] * v.z;
+	r.z = rot[2][0] * v.x + rot[2][1] * v.y + rot[2][2] * v.z;
 	return r;
 }
 
@@ -346,10 +381,10 @@ GridBuild(Grid *g, const CmlVec3 *x, int64 n, double h)
 	memset(g, 0, sizeof(Grid));
 	g->h = h;
 	GridChooseAxes(g, x, n);
-	lo = hi = CellOf(GridPermute(g, x[0]), inv_h);
+	lo = hi = CellOf(GridFrame(g->rot, x[0]), inv_h);
 	for (int64 i = 1; i < n; i++)
 	{
-		CellKey		k = CellOf(GridPermute(g, x[i]), inv_h);
+		CellKey		k = CellOf(GridFrame(g->rot, x[i]), inv_h);
 
 		lo.x = Min(lo.x, k.x);
 		lo.y = Min(lo.y, k.y);
@@ -375,7 +410,7 @@ GridBuild(Grid *g, const CmlVec3 *x, int64 n, double h)
 		g->base.z = lo.z - 2;
 		for (int64 i = 0; i < n; i++)
 		{
-			CellKey		k = CellOf(GridPermute(g, x[i]), inv_h);
+			CellKey		k = CellOf(GridFrame(g->rot, x[i]), inv_h);
 
 			key[i] = ((uint64) (k.x - g->base.x) << g->sx) |
 				((uint64) (k.y - g->base.y) << g->sy) |
@@ -411,7 +446,7 @@ GridBuild(Grid *g, const CmlVec3 *x, int64 n, double h)
 
 		for (int64 i = 0; i < n; i++)
 		{
-			kp[i].k = CellOf(GridPermute(g, x[i]), inv_h);
+			kp[i].k = CellOf(GridFrame(g->rot, x[i]), inv_h);
 			kp[i].i = i;
 		}
 		qsort(kp, n, sizeof(KeyedPoint), CompareKeyedPoints);
@@ -440,9 +475,10 @@ GridBuild(Grid *g, const CmlVec3 *x, int64 n, double h)
 		pfree(kp);
 	}
 	CHECK_FOR_INTERRUPTS();
+
 	g->v = palloc_extended(sizeof(CmlVec3) * n, MCXT_ALLOC_HUGE);
 	for (int64 p = 0; p < n; p++)
-		g->v[p] = GridPermute(g, x[g->order[p]]);
+		g->v[p] = GridFrame(g->rot, x[g->order[p]]);
 }
 
 /* ---------- neighbour cells by merging ---------- */
@@ -1144,7 +1180,7 @@ struct CmlCoreIndex
 	double		ce2;
 	double		s;				/* cell side */
 	double		inv_s;
-	int			axis[3];		/* grid axes, as in Grid */
+	double		rot[3][3];		/* the grid's frame, as in Grid */
 	/* packed keys (see Grid): base cell, shifts, and the box of the buckets */
 	bool		packed;
 	CellKey		base;
@@ -1219,7 +1255,7 @@ CmlCoreIndexBuild(const CmlModel *m)
 	GridBuild(&g, v, n, ix->s);
 	pfree(v);
 	ncell = g.ncell;
-	memcpy(ix->axis, g.axis, sizeof(ix->axis));
+	memcpy(ix->rot, g.rot, sizeof(ix->rot));
 	ix->packed = g.pk != NULL;
 	ix->base = g.base;
 	ix->sx = g.sx;
@@ -1406,7 +1442,6 @@ int32
 CmlCoreIndexLookup(const CmlModel *m, CmlVec3 v0)
 {
 	const CmlCoreIndex *ix = m->core_index;
-	double		c3[3] = {v0.x, v0.y, v0.z};
 	CmlVec3		v;
 	CellKey		k;
 	int			bit;
@@ -1417,9 +1452,7 @@ CmlCoreIndexLookup(const CmlModel *m, CmlVec3 v0)
 
 	if (ix == NULL || ix->ncell == 0)
 		return -1;
-	v.x = c3[ix->axis[0]];
-	v.y = c3[ix->axis[1]];
-	v.z = c3[ix->axis[2]];
+	v = GridFrame(ix->rot, v0);
 	k = SubCellOf(v, ix->inv_s, &bit);
 	if (k.x < ix->lo.x || k.x > ix->hi.x || k.y < ix->lo.y || k.y > ix->hi.y ||
 		k.z < ix->lo.z || k.z > ix->hi.z)
