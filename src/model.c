@@ -934,40 +934,58 @@ CmlModelPrepare(CmlModel *m)
 		m->zone_grid = KmeansGridBuild(m);
 }
 
-/* The zone of a point (predict_cluster): from the grid when it knows, else exact */
-int32
-CmlPredictCluster(const CmlModel *m, double lat, double lon)
+/* The grid's answer for a point, or CML_GRID_UNKNOWN */
+static inline int32
+GridLookup(const CmlZoneGrid *g, double lat, double lon)
 {
-	const CmlZoneGrid *g = m->zone_grid;
+	double		fi = (lat - g->lat0) * g->inv_dlat;
+	double		fj = (lon - g->lon0) * g->inv_dlon;
+	int32		i,
+				j,
+				x,
+				zone;
 
-	if (g != NULL)
+	if (!(fi >= 0 && fj >= 0 && fi < g->nlat && fj < g->nlon))
+		return CML_GRID_UNKNOWN;
+	i = (int32) fi;
+	j = (int32) fj;
+	x = i * g->nlon + j;
+	zone = g->cell[x];
+	if (zone == CML_GRID_REFINED)
 	{
-		double		fi = (lat - g->lat0) * g->inv_dlat;
-		double		fj = (lon - g->lon0) * g->inv_dlon;
+		/* a refined cell: its sub-cell */
+		int32		f = g->sub_f;
+		int32		si = Min((int32) ((fi - i) * f), f - 1);
+		int32		sj = Min((int32) ((fj - j) * f), f - 1);
 
-		if (fi >= 0 && fj >= 0 && fi < g->nlat && fj < g->nlon)
+		zone = g->sub[(int64) g->block[x] * f * f + si * f + sj];
+	}
+	return zone;
+}
+
+/*
+ * The zone of a point (predict_cluster, is_hotspot): from the grid when it
+ * knows, else the exact search.  A k-means hotspot needs the distance to the
+ * zone's centroid, so it always takes the exact search; a DBSCAN hotspot is
+ * any point with a zone.
+ */
+int32
+CmlPredictCluster(const CmlModel *m, double lat, double lon, bool *is_hotspot)
+{
+	if (m->zone_grid != NULL && (is_hotspot == NULL || m->algorithm == CML_ALG_DBSCAN))
+	{
+		int32		zone = GridLookup(m->zone_grid, lat, lon);
+
+		if (zone != CML_GRID_UNKNOWN)
 		{
-			int32		i = (int32) fi,
-						j = (int32) fj;
-			int32		x = i * g->nlon + j;
-			int32		zone = g->cell[x];
-
-			if (zone == CML_GRID_REFINED)
-			{
-				/* a refined cell: its sub-cell */
-				int32		f = g->sub_f;
-				int32		si = Min((int32) ((fi - i) * f), f - 1);
-				int32		sj = Min((int32) ((fj - j) * f), f - 1);
-
-				zone = g->sub[(int64) g->block[x] * f * f + si * f + sj];
-			}
-			if (zone != CML_GRID_UNKNOWN)
-				return zone;
+			if (is_hotspot)
+				*is_hotspot = zone >= 0;
+			return zone;
 		}
 	}
-	if (m->algorithm == CML_ALG_KMEANS && m->n_zones == 1)
+	if (is_hotspot == NULL && m->algorithm == CML_ALG_KMEANS && m->n_zones == 1)
 		return 0;
-	return CmlPredictZone(m, CmlLatLonToVec(lat, lon), NULL, NULL);
+	return CmlPredictZone(m, CmlLatLonToVec(lat, lon), is_hotspot, NULL);
 }
 
 

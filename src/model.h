@@ -133,7 +133,7 @@ extern CmlModel *CmlModelDeserialize(const bytea *raw);
 extern void CmlModelPrepare(CmlModel *model);
 extern void CmlPredict(const CmlModel *model, double lat, double lon, CmlPrediction *out);
 extern int32 CmlPredictZone(const CmlModel *model, CmlVec3 v, bool *is_hotspot, double *distance_m);
-extern int32 CmlPredictCluster(const CmlModel *model, double lat, double lon);
+extern int32 CmlPredictCluster(const CmlModel *model, double lat, double lon, bool *is_hotspot);
 extern const char *CmlAlgorithmName(CmlAlgorithm alg);
 extern Datum CmlModelInfoJsonb(const CmlModel *model);
 

@@ -577,17 +577,7 @@ PredictZoneArgs(FunctionCallInfo fcinfo, const CmlModel *m, int latarg, bool *ho
 	double		lon = PG_GETARG_FLOAT8(latarg + 1);
 
 	CmlCheckLatLon(lat, lon);
-	if (hot == NULL)
-		return CmlPredictCluster(m, lat, lon);
-	if (m->algorithm == CML_ALG_DBSCAN)
-	{
-		/* a DBSCAN hotspot is any point with a zone */
-		int32		zone = CmlPredictCluster(m, lat, lon);
-
-		*hot = zone >= 0;
-		return zone;
-	}
-	return CmlPredictZone(m, CmlLatLonToVec(lat, lon), hot, NULL);
+	return CmlPredictCluster(m, lat, lon, hot);
 }
 
 /* Validated prediction of the call's (lat, lon) at argument positions */
