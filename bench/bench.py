@@ -921,32 +921,26 @@ def growth_workload(a, notes):
         best, med, runs, peak, priv, out = growth_measure(a, db, SERIAL, f"SELECT sum(lat + lon) FROM {table}")
         bare = add("bare", best, med, runs, peak, priv, f"load {load_s:.1f} s" if load_s else "table reused")
 
-        # k-means k=16, one init: the fit, then predict with the same model registered by name
-        fit_sql = f"SELECT cinematic_ml.kmeans_fit(lat, lon, 16, %s) AS m FROM {table}"
-        best, med, runs, peak, priv, out = growth_measure(a, db, SERIAL, f"SELECT length(m) FROM ({fit_sql}) s",
-                                                          (km_opts,))
-        name = f"growth_km_{n}"
-        info, size = register_growth_model(db, name, fit_sql, (km_opts,))
-        add("km_fit", best, med, runs, peak, priv,
-            f"inertia {float(info['inertia']):.6g} m2, {info.get('n_iter')} iter, model {size:,} B")
-        best, med, runs, peak, priv, out = growth_measure(
-            a, db, SERIAL, f"SELECT sum(cinematic_ml.predict_cluster(lat, lon, %s)) FROM {table}", (name,))
-        r = add("km_pred", best, med, runs, peak, priv, f"sum of ids {out[0][0]}")
-        r["vs_bare"] = best / bare["seconds"]
-
-        # DBSCAN eps 20 m, min 50 (the DBSCAN bench's parameters): fit, then predict by name
-        fit_sql = f"SELECT cinematic_ml.dbscan_fit(lat, lon, %s, %s) AS m FROM {table}"
-        dargs = (GROWTH_EPS_M, GROWTH_MIN_POINTS)
-        best, med, runs, peak, priv, out = growth_measure(a, db, SERIAL, f"SELECT length(m) FROM ({fit_sql}) s",
-                                                          dargs)
-        name = f"growth_db_{n}"
-        info, size = register_growth_model(db, name, fit_sql, dargs)
-        add("db_fit", best, med, runs, peak, priv,
-            f"{info.get('n_zones')} zones, {info.get('n_noise')} noise, model {size:,} B")
-        best, med, runs, peak, priv, out = growth_measure(
-            a, db, SERIAL, f"SELECT sum(cinematic_ml.predict_cluster(lat, lon, %s)) FROM {table}", (name,))
-        r = add("db_pred", best, med, runs, peak, priv, f"sum of ids {out[0][0]}")
-        r["vs_bare"] = best / bare["seconds"]
+        # each algorithm: the fit, then predict with the same model registered by name
+        # (k-means k=16 one init; DBSCAN with the DBSCAN bench's parameters)
+        algorithms = [
+            ("km", "SELECT cinematic_ml.kmeans_fit(lat, lon, 16, %s) AS m FROM {}", (km_opts,),
+             lambda info: f"inertia {float(info['inertia']):.6g} m2, {info.get('n_iter')} iter"),
+            ("db", "SELECT cinematic_ml.dbscan_fit(lat, lon, %s, %s) AS m FROM {}",
+             (GROWTH_EPS_M, GROWTH_MIN_POINTS),
+             lambda info: f"{info.get('n_zones')} zones, {info.get('n_noise')} noise"),
+        ]
+        for key, fit_tmpl, fit_args, describe in algorithms:
+            fit_sql = fit_tmpl.format(table)
+            best, med, runs, peak, priv, out = growth_measure(a, db, SERIAL, f"SELECT length(m) FROM ({fit_sql}) s",
+                                                              fit_args)
+            name = f"growth_{key}_{n}"
+            info, size = register_growth_model(db, name, fit_sql, fit_args)
+            add(f"{key}_fit", best, med, runs, peak, priv, f"{describe(info)}, model {size:,} B")
+            best, med, runs, peak, priv, out = growth_measure(
+                a, db, SERIAL, f"SELECT sum(cinematic_ml.predict_cluster(lat, lon, %s)) FROM {table}", (name,))
+            r = add(f"{key}_pred", best, med, runs, peak, priv, f"sum of ids {out[0][0]}")
+            r["vs_bare"] = best / bare["seconds"]
         if a.growth_drop:
             c = connect(db)
             c.cursor().execute(f"DROP TABLE {table}")
