@@ -10,13 +10,22 @@
  * same seeds.  Inertia is the sum of squared chord distances in metres
  * (scikit-learn on unit vectors scaled by the Earth's radius gives the same
  * number).  The points are fitted in a canonical order, (lat, lon), so the
- * model depends only on the set of points and the seed.
+ * model depends only on the set of points and the seed.  From 200,000 points
+ * the passes over them run in parallel workers (as many as
+ * max_parallel_workers_per_gather allows), with the same result to the bit.
  */
 #include "postgres.h"
 
+#include "access/parallel.h"
+#include "access/xact.h"
 #include "common/pg_prng.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "optimizer/cost.h"
+#include "port/atomics.h"
+#include "storage/barrier.h"
+#include "utils/snapmgr.h"
+#include "utils/wait_event.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "windowapi.h"
@@ -489,7 +498,6 @@ typedef struct GuessGrid
 	double		ys;				/* cells per unit of y */
 	double		z0;
 	double		zs;
-	int32	   *last;			/* GUESS_GRID x GUESS_GRID centers, -1 for none yet */
 } GuessGrid;
 
 /* The grid cell of a vector */
@@ -503,14 +511,6 @@ GuessCell(const GuessGrid *gg, CmlVec3 v)
 	cz = Min(Max(cz, 0), GUESS_GRID - 1);
 	return cy * GUESS_GRID + cz;
 }
-
-typedef struct KmeansRun
-{
-	CmlVec3    *centers;
-	int32	   *labels;
-	double		inertia;		/* in squared unit-sphere chords */
-	int32		n_iter;
-} KmeansRun;
 
 /* Another center and its distance */
 typedef struct CenterNb
@@ -538,32 +538,6 @@ CompareNb(const CenterNb *a, const CenterNb *b)
 
 /* Up to this k, each center's others are sorted by distance at every iteration */
 #define LLOYD_SORTED_MAX_K 1024
-
-/* Lloyd's state with Hamerly's bounds */
-typedef struct Lloyd
-{
-	const CmlVec3 *x;
-	int64		n;
-	int32		k;
-	CmlVec3    *c;				/* centers */
-	int32	   *a;				/* assignment */
-	/*
-	 * Bounds, relative to the centers' cumulative moves so that only the
-	 * points looked at are written: u[i] + drift[a[i]] bounds the distance
-	 * to c[a[i]] from above, l[i] - drift_max every other center's from
-	 * below.
-	 */
-	double	   *u;
-	double	   *l;
-	double	   *drift;			/* how far each center moved, summed over the M-steps */
-	double		drift_max;		/* the largest move of each M-step, summed */
-	CmlVec3    *sum;			/* sum and count of each center's points */
-	int64	   *cnt;
-	double	   *s;				/* half the distance to the nearest other center */
-	CenterNb   *nb;				/* each center's others by distance, or NULL */
-	int32	   *cand;			/* scratch: a block's points that need a look */
-	double	   *candz;
-} Lloyd;
 
 #define LLOYD_BLOCK 2048
 
@@ -613,32 +587,356 @@ NearestTwoFrom(CmlVec3 x, const CmlVec3 *c, const CenterNb *nb, int32 k, int32 a
 }
 
 /*
- * E-step with Hamerly's test: a point whose upper bound is below max(s, lower
- * bound) keeps its center, the others get a tight upper bound and, if still
- * needed, a search of the centers.  A tiny slack keeps rounding from
- * skipping a real change.  Each block is tested in one pass that lists the
- * points needing a look, then those are looked at, in the same order, with
- * their vectors prefetched (they are few and scattered).  Returns the number
- * of points that changed center.
+ * ---------- Lloyd's iterations: passes by chunks, serial or parallel ----------
+ *
+ * Every pass over the points (the first assignment, each E-step, the
+ * inertia) goes by chunks of consecutive points, which depend only on n and
+ * k.  A chunk writes its own sums, changes and inertia, and the leader adds
+ * them up in chunk order: the arithmetic, hence the model, is the same
+ * whether one process did every chunk or parallel workers shared them.  With
+ * workers, the points, labels and bounds live in a dynamic shared memory
+ * segment; the participants take chunks from a shared counter and meet at a
+ * barrier after each pass.  The leader alone seeds, and runs the steps over
+ * the k centers between passes (M-step, gaps, re-seeding of empty clusters).
  */
-static pg_noinline int64
-LloydAssign(Lloyd *st)
+
+#define FIT_CHUNK_MIN 32768			/* points in a chunk, at least ... */
+#define FIT_MAX_CHUNKS 64			/* ... in at most this many chunks ... */
+#define FIT_MAX_CHUNK_SUMS (1 << 20)	/* ... with at most this many sums (chunks x k) */
+
+/* Parallel workers for n points: one per this many, from this many on */
+#define FIT_POINTS_PER_WORKER 100000
+#define FIT_PARALLEL_MIN_POINTS 200000
+
+/* The shared state's key in the parallel context's table of contents */
+#define FIT_TOC_KEY UINT64CONST(0xC1E0A7000000001)
+
+typedef enum FitPass
 {
-	const CmlVec3 *x = st->x;
-	const CmlVec3 *c = st->c;
-	int32	   *a = st->a;
-	double	   *u = st->u;
-	double	   *l = st->l;
-	const double *drift = st->drift;
-	const double drift_max = st->drift_max;
-	const double *s = st->s;
-	int32	   *cand = st->cand;
-	double	   *candz = st->candz;
+	FIT_PASS_FIRST,				/* the first assignment, and each chunk's sums */
+	FIT_PASS_ASSIGN,			/* an E-step, and each chunk's changes to the sums */
+	FIT_PASS_INERTIA,			/* each chunk's inertia */
+	FIT_PASS_DONE				/* the workers leave */
+} FitPass;
+
+/* What a chunk reports besides its sums */
+typedef struct FitChunkOut
+{
+	int64		changed;
+	double		inertia;
+} FitChunkOut;
+
+/*
+ * The state every participant reads: fixed fields, then the arrays at the
+ * offsets given (from this struct).  The point arrays are in it only when
+ * there are workers; a serial fit points at the caller's buffers.
+ */
+typedef struct FitShared
+{
+	int64		n;
+	int32		k;
+	int32		nchunks;
+	int64		chunk_len;
+	bool		sorted_nb;		/* nb holds each center's others by distance */
+	FitPass		pass;			/* what the participants are to do */
+	int32		cur;			/* which label array the current run writes */
+	double		drift_max;		/* the largest move of each M-step, summed */
+	GuessGrid	box;			/* the first assignment's guess grid */
+	pg_atomic_uint32 next_chunk;
+	Barrier		barrier;
+	Size		off_c;
+	Size		off_drift;
+	Size		off_s;
+	Size		off_nb;
+	Size		off_dsum;
+	Size		off_dcnt;
+	Size		off_out;
+	Size		off_x;
+	Size		off_labels[2];
+	Size		off_u;
+	Size		off_l;
+} FitShared;
+
+/* A participant's view of the fit */
+typedef struct Fit
+{
+	FitShared  *sh;
+	CmlVec3    *x;
+	int32	   *labels[2];
+	int32	   *a;				/* labels[sh->cur]: the current assignment */
+	/*
+	 * Hamerly's bounds, relative to the centers' cumulative moves so that
+	 * only the points looked at are written: u[i] + drift[a[i]] bounds the
+	 * distance to c[a[i]] from above, l[i] - drift_max every other center's
+	 * from below.
+	 */
+	double	   *u;
+	double	   *l;
+	CmlVec3    *c;				/* centers */
+	double	   *drift;			/* how far each center moved, summed over the M-steps */
+	double	   *s;				/* half the distance to the nearest other center */
+	CenterNb   *nb;				/* each center's others by distance, or NULL */
+	CmlVec3    *dsum;			/* per chunk, k each: sums and counts, or changes */
+	int64	   *dcnt;
+	FitChunkOut *out;
+	/* this participant's scratch */
+	int32	   *last;			/* guess grid: the center found last in each cell */
+	int32	   *cand;			/* a block's points that need a look */
+	double	   *candz;
+	/* the leader's */
+	CmlVec3    *sum;			/* sum and count of each center's points */
+	int64	   *cnt;
+	ParallelContext *pcxt;		/* NULL for a serial fit */
+	int			nworkers;		/* workers launched */
+	bool		attached;		/* and known to have started */
+} Fit;
+
+PGDLLEXPORT void cml_kmeans_fit_worker(dsm_segment *seg, shm_toc *toc);
+static void FitWaitAttached(Fit *f);
+
+/* Reserve bytes at *off (cache-line aligned, so chunks' outputs share no line) */
+static Size
+FitPlace(Size *off, Size bytes)
+{
+	Size		at = *off;
+
+	*off += CACHELINEALIGN(bytes);
+	return at;
+}
+
+/* Lay out the arrays after sh (n, k, sorted_nb set); returns the total size */
+static Size
+FitLayout(FitShared *sh, bool with_points)
+{
+	Size		off = CACHELINEALIGN(sizeof(FitShared));
+	Size		k = sh->k;
+	Size		n = sh->n;
+	int64		nc;
+
+	nc = (sh->n + FIT_CHUNK_MIN - 1) / FIT_CHUNK_MIN;
+	nc = Min(nc, FIT_MAX_CHUNKS);
+	nc = Min(nc, FIT_MAX_CHUNK_SUMS / sh->k);
+	sh->nchunks = (int32) Max(nc, 1);
+	sh->chunk_len = (sh->n + sh->nchunks - 1) / sh->nchunks;
+
+	sh->off_c = FitPlace(&off, sizeof(CmlVec3) * k);
+	sh->off_drift = FitPlace(&off, sizeof(double) * k);
+	sh->off_s = FitPlace(&off, sizeof(double) * k);
+	sh->off_nb = sh->sorted_nb ? FitPlace(&off, sizeof(CenterNb) * Max(k * (k - 1), 1)) : 0;
+	sh->off_dsum = FitPlace(&off, sizeof(CmlVec3) * k * sh->nchunks);
+	sh->off_dcnt = FitPlace(&off, sizeof(int64) * k * sh->nchunks);
+	sh->off_out = FitPlace(&off, sizeof(FitChunkOut) * sh->nchunks);
+	sh->off_x = sh->off_labels[0] = sh->off_labels[1] = sh->off_u = sh->off_l = 0;
+	if (with_points)
+	{
+		sh->off_x = FitPlace(&off, sizeof(CmlVec3) * n);
+		sh->off_labels[0] = FitPlace(&off, sizeof(int32) * n);
+		sh->off_labels[1] = FitPlace(&off, sizeof(int32) * n);
+		sh->off_u = FitPlace(&off, sizeof(double) * n);
+		sh->off_l = FitPlace(&off, sizeof(double) * n);
+	}
+	return off;
+}
+
+#define FIT_AT(sh, off) ((void *) ((char *) (sh) + (off)))
+
+/* Point f at the shared state's arrays, and give it its own scratch */
+static void
+FitAttach(Fit *f, FitShared *sh)
+{
+	memset(f, 0, sizeof(Fit));
+	f->sh = sh;
+	f->c = FIT_AT(sh, sh->off_c);
+	f->drift = FIT_AT(sh, sh->off_drift);
+	f->s = FIT_AT(sh, sh->off_s);
+	f->nb = sh->sorted_nb ? FIT_AT(sh, sh->off_nb) : NULL;
+	f->dsum = FIT_AT(sh, sh->off_dsum);
+	f->dcnt = FIT_AT(sh, sh->off_dcnt);
+	f->out = FIT_AT(sh, sh->off_out);
+	if (sh->off_x != 0)
+	{
+		f->x = FIT_AT(sh, sh->off_x);
+		f->labels[0] = FIT_AT(sh, sh->off_labels[0]);
+		f->labels[1] = FIT_AT(sh, sh->off_labels[1]);
+		f->u = FIT_AT(sh, sh->off_u);
+		f->l = FIT_AT(sh, sh->off_l);
+	}
+	f->last = palloc(sizeof(int32) * GUESS_GRID * GUESS_GRID);
+	f->cand = palloc(sizeof(int32) * LLOYD_BLOCK);
+	f->candz = palloc(sizeof(double) * LLOYD_BLOCK);
+}
+
+/*
+ * Parallel workers worth asking for to fit n points: as for a query's Gather,
+ * max_parallel_workers_per_gather caps them (0 keeps the fit serial); none
+ * where parallel mode is not available
+ */
+static int
+FitWorkersWanted(int64 n)
+{
+	if (n < FIT_PARALLEL_MIN_POINTS || max_parallel_workers_per_gather <= 0 ||
+		!IsUnderPostmaster || IsParallelWorker() || !IsTransactionState() ||
+		!ActiveSnapshotSet())
+		return 0;
+	return (int) Min((int64) max_parallel_workers_per_gather, n / FIT_POINTS_PER_WORKER);
+}
+
+/*
+ * Set up the fit of n points with k centers.  With parallel workers, the
+ * points, labels and bounds are in shared memory and f->x is where the
+ * caller puts the points; serial, f->x, f->u and f->l are NULL and the caller
+ * points them at its own buffers.  The workers start now and wait for the
+ * first pass, while the leader prepares the points and seeds.
+ */
+static void
+FitBegin(Fit *f, int64 n, int32 k)
+{
+	FitShared	tmpl = {0};
+	int			nworkers = FitWorkersWanted(n);
+	FitShared  *sh;
+
+	tmpl.n = n;
+	tmpl.k = k;
+	tmpl.sorted_nb = k <= LLOYD_SORTED_MAX_K;
+	if (nworkers > 0)
+	{
+		Size		size = FitLayout(&tmpl, true);
+		ParallelContext *pcxt;
+
+		EnterParallelMode();
+		pcxt = CreateParallelContext("cinematic_ml", "cml_kmeans_fit_worker", nworkers);
+		shm_toc_estimate_chunk(&pcxt->estimator, size);
+		shm_toc_estimate_keys(&pcxt->estimator, 1);
+		InitializeParallelDSM(pcxt);
+		sh = shm_toc_allocate(pcxt->toc, size);
+		memcpy(sh, &tmpl, sizeof(FitShared));
+		pg_atomic_init_u32(&sh->next_chunk, 0);
+		/* one participant per worker asked for, less those not launched */
+		BarrierInit(&sh->barrier, 1 + pcxt->nworkers);
+		shm_toc_insert(pcxt->toc, FIT_TOC_KEY, sh);
+		LaunchParallelWorkers(pcxt);
+		for (int w = pcxt->nworkers_launched; w < pcxt->nworkers; w++)
+			BarrierDetach(&sh->barrier);
+		FitAttach(f, sh);
+		f->pcxt = pcxt;
+		f->nworkers = pcxt->nworkers_launched;
+		elog(DEBUG1, "k-means fit of %lld points: %d parallel workers launched of %d asked for",
+			 (long long) n, f->nworkers, nworkers);
+	}
+	else
+	{
+		Size		size = FitLayout(&tmpl, false);
+
+		sh = palloc_extended(size, MCXT_ALLOC_HUGE);
+		memcpy(sh, &tmpl, sizeof(FitShared));
+		pg_atomic_init_u32(&sh->next_chunk, 0);
+		FitAttach(f, sh);
+		f->labels[0] = BigAlloc(sizeof(int32) * n);
+		f->labels[1] = BigAlloc(sizeof(int32) * n);
+	}
+	f->sum = palloc(sizeof(CmlVec3) * k);
+	f->cnt = palloc(sizeof(int64) * k);
+}
+
+/* Let the workers go after the last pass: they exit while the leader goes on */
+static void
+FitRelease(Fit *f)
+{
+	if (f->nworkers > 0 && f->sh->pass != FIT_PASS_DONE)
+	{
+		FitWaitAttached(f);
+		f->sh->pass = FIT_PASS_DONE;
+		BarrierArriveAndWait(&f->sh->barrier, PG_WAIT_EXTENSION);
+	}
+}
+
+/* Release the workers and leave parallel mode; the shared arrays are gone after */
+static void
+FitEnd(Fit *f)
+{
+	if (f->pcxt == NULL)
+		return;
+	FitRelease(f);
+	WaitForParallelWorkersToFinish(f->pcxt);
+	DestroyParallelContext(f->pcxt);
+	ExitParallelMode();
+	f->pcxt = NULL;
+}
+
+/* The first assignment of a chunk's points, and their sums */
+static void
+FitFirstChunk(Fit *f, int32 ch, int64 i0, int64 i1)
+{
+	const FitShared *sh = f->sh;
+	int32		k = sh->k;
+	const CmlVec3 *x = f->x;
+	int32	   *a = f->a;
+	CmlVec3    *sum = f->dsum + (int64) ch * k;
+	int64	   *cnt = f->dcnt + (int64) ch * k;
+
+	memset(sum, 0, sizeof(CmlVec3) * k);
+	memset(cnt, 0, sizeof(int64) * k);
+	for (int32 g = 0; g < GUESS_GRID * GUESS_GRID; g++)
+		f->last[g] = -1;
+	for (int64 i = i0; i < i1; i++)
+	{
+		int32		j;
+
+		if (f->nb != NULL)
+		{
+			/* the search starts from the center last found in the same cell */
+			int32		cell = GuessCell(&sh->box, x[i]);
+			int32		g = f->last[cell] >= 0 ? f->last[cell] : i > i0 ? a[i - 1] : 0;
+
+			j = NearestTwoFrom(x[i], f->c, f->nb + (int64) g * (k - 1), k, g,
+							   CmlChord2(x[i], f->c[g]), &f->u[i], &f->l[i]);
+			f->last[cell] = j;
+		}
+		else
+			j = NearestTwo(x[i], f->c, k, &f->u[i], &f->l[i]);
+		a[i] = j;
+		sum[j].x += x[i].x;
+		sum[j].y += x[i].y;
+		sum[j].z += x[i].z;
+		cnt[j]++;
+	}
+	f->out[ch].changed = 0;
+}
+
+/*
+ * E-step of a chunk with Hamerly's test: a point whose upper bound is below
+ * max(s, lower bound) keeps its center, the others get a tight upper bound
+ * and, if still needed, a search of the centers.  A tiny slack keeps rounding
+ * from skipping a real change.  Each block is tested in one pass that lists
+ * the points needing a look, then those are looked at, in the same order,
+ * with their vectors prefetched (they are few and scattered).  The chunk's
+ * changes to the sums and the number of points that changed center go to
+ * its slots.
+ */
+static pg_noinline void
+FitAssignChunk(Fit *f, int32 ch, int64 i0, int64 i1)
+{
+	const FitShared *sh = f->sh;
+	int32		k = sh->k;
+	const CmlVec3 *x = f->x;
+	const CmlVec3 *c = f->c;
+	int32	   *a = f->a;
+	double	   *u = f->u;
+	double	   *l = f->l;
+	const double *drift = f->drift;
+	const double drift_max = sh->drift_max;
+	const double *s = f->s;
+	int32	   *cand = f->cand;
+	double	   *candz = f->candz;
+	CmlVec3    *sum = f->dsum + (int64) ch * k;
+	int64	   *cnt = f->dcnt + (int64) ch * k;
 	int64		changed = 0;
 
-	for (int64 b0 = 0; b0 < st->n; b0 += LLOYD_BLOCK)
+	memset(sum, 0, sizeof(CmlVec3) * k);
+	memset(cnt, 0, sizeof(int64) * k);
+	for (int64 b0 = i0; b0 < i1; b0 += LLOYD_BLOCK)
 	{
-		int64		b1 = Min(b0 + LLOYD_BLOCK, st->n);
+		int64		b1 = Min(b0 + LLOYD_BLOCK, i1);
 		int			nc = 0;
 
 		for (int64 i = b0; i < b1; i++)
@@ -671,27 +969,151 @@ LloydAssign(Lloyd *st)
 				u[i] = ui - drift[ai];
 				continue;
 			}
-			if (st->nb)
-				bi = NearestTwoFrom(x[i], c, st->nb + (int64) ai * (st->k - 1), st->k, ai,
+			if (f->nb)
+				bi = NearestTwoFrom(x[i], c, f->nb + (int64) ai * (k - 1), k, ai,
 									da2, &ui, &li);
 			else
-				bi = NearestTwo(x[i], c, st->k, &ui, &li);
+				bi = NearestTwo(x[i], c, k, &ui, &li);
 			u[i] = ui - drift[bi];
 			l[i] = li + drift_max;
 			if (bi != ai)
 			{
-				st->sum[ai].x -= x[i].x;
-				st->sum[ai].y -= x[i].y;
-				st->sum[ai].z -= x[i].z;
-				st->cnt[ai]--;
-				st->sum[bi].x += x[i].x;
-				st->sum[bi].y += x[i].y;
-				st->sum[bi].z += x[i].z;
-				st->cnt[bi]++;
+				sum[ai].x -= x[i].x;
+				sum[ai].y -= x[i].y;
+				sum[ai].z -= x[i].z;
+				cnt[ai]--;
+				sum[bi].x += x[i].x;
+				sum[bi].y += x[i].y;
+				sum[bi].z += x[i].z;
+				cnt[bi]++;
 				a[i] = bi;
 				changed++;
 			}
 		}
+	}
+	f->out[ch].changed = changed;
+}
+
+/* The inertia of a chunk's points */
+static void
+FitInertiaChunk(Fit *f, int32 ch, int64 i0, int64 i1)
+{
+	double		inertia = 0.0;
+
+	for (int64 i = i0; i < i1; i++)
+		inertia += CmlChord2(f->x[i], f->c[f->a[i]]);
+	f->out[ch].inertia = inertia;
+}
+
+/* Do chunks of the current pass until none is left */
+static void
+FitWork(Fit *f)
+{
+	FitShared  *sh = f->sh;
+
+	f->a = f->labels[sh->cur];
+	for (;;)
+	{
+		uint32		ch = pg_atomic_fetch_add_u32(&sh->next_chunk, 1);
+		int64		i0;
+		int64		i1;
+
+		if (ch >= (uint32) sh->nchunks)
+			break;
+		CHECK_FOR_INTERRUPTS();
+		i0 = (int64) ch * sh->chunk_len;
+		i1 = Min(i0 + sh->chunk_len, sh->n);
+		switch (sh->pass)
+		{
+			case FIT_PASS_FIRST:
+				FitFirstChunk(f, (int32) ch, i0, i1);
+				break;
+			case FIT_PASS_ASSIGN:
+				FitAssignChunk(f, (int32) ch, i0, i1);
+				break;
+			case FIT_PASS_INERTIA:
+				FitInertiaChunk(f, (int32) ch, i0, i1);
+				break;
+			case FIT_PASS_DONE:
+				break;
+		}
+	}
+}
+
+/*
+ * A worker that failed to start is an error here, not a barrier never met;
+ * waited for only before the first pass, so that their start overlaps the
+ * seeding
+ */
+static void
+FitWaitAttached(Fit *f)
+{
+	if (f->nworkers > 0 && !f->attached)
+	{
+		WaitForParallelWorkersToAttach(f->pcxt);
+		f->attached = true;
+	}
+}
+
+/* The leader runs a pass, with the workers when there are */
+static void
+FitRunPass(Fit *f, FitPass pass)
+{
+	FitWaitAttached(f);
+	f->sh->pass = pass;
+	pg_atomic_write_u32(&f->sh->next_chunk, 0);
+	if (f->nworkers > 0)
+		BarrierArriveAndWait(&f->sh->barrier, PG_WAIT_EXTENSION);
+	FitWork(f);
+	if (f->nworkers > 0)
+		BarrierArriveAndWait(&f->sh->barrier, PG_WAIT_EXTENSION);
+}
+
+/* A parallel worker: the leader's passes until it says done */
+void
+cml_kmeans_fit_worker(dsm_segment *seg, shm_toc *toc)
+{
+	Fit			f;
+
+	FitAttach(&f, shm_toc_lookup(toc, FIT_TOC_KEY, false));
+	for (;;)
+	{
+		BarrierArriveAndWait(&f.sh->barrier, PG_WAIT_EXTENSION);
+		if (f.sh->pass == FIT_PASS_DONE)
+			break;
+		FitWork(&f);
+		BarrierArriveAndWait(&f.sh->barrier, PG_WAIT_EXTENSION);
+	}
+}
+
+/*
+ * Add the chunks' sums (reset) or changes to them, in chunk order; returns
+ * the number of points that changed center
+ */
+static int64
+FitAddChunks(Fit *f, bool reset)
+{
+	int32		k = f->sh->k;
+	int64		changed = 0;
+
+	if (reset)
+	{
+		memset(f->sum, 0, sizeof(CmlVec3) * k);
+		memset(f->cnt, 0, sizeof(int64) * k);
+	}
+	for (int32 ch = 0; ch < f->sh->nchunks; ch++)
+	{
+		const CmlVec3 *ds = f->dsum + (int64) ch * k;
+		const int64 *dc = f->dcnt + (int64) ch * k;
+
+		for (int32 j = 0; j < k; j++)
+		{
+			f->sum[j].x += ds[j].x;
+			f->sum[j].y += ds[j].y;
+			f->sum[j].z += ds[j].z;
+			f->cnt[j] += dc[j];
+		}
+		changed += f->out[ch].changed;
 	}
 	return changed;
 }
@@ -701,66 +1123,67 @@ LloydAssign(Lloyd *st)
  * there are not too many centers, each center's others sorted by distance
  */
 static void
-LloydHalfGaps(Lloyd *st)
+LloydHalfGaps(Fit *f)
 {
-	if (st->nb != NULL)
-	{
-		int32		k = st->k;
+	int32		k = f->sh->k;
 
+	if (f->nb != NULL)
+	{
 		for (int32 j = 0; j < k; j++)
 		{
-			CenterNb   *nb = st->nb + (int64) j * (k - 1);
+			CenterNb   *nb = f->nb + (int64) j * (k - 1);
 			int32		t = 0;
 
 			for (int32 j2 = 0; j2 < k; j2++)
 				if (j2 != j)
 				{
-					nb[t].d = sqrt(CmlChord2(st->c[j], st->c[j2]));
+					nb[t].d = sqrt(CmlChord2(f->c[j], f->c[j2]));
 					nb[t].j = j2;
 					t++;
 				}
 			sort_neighbours(nb, k - 1);
-			st->s[j] = k > 1 ? 0.5 * nb[0].d : INFINITY;
+			f->s[j] = k > 1 ? 0.5 * nb[0].d : INFINITY;
 		}
 		return;
 	}
-	for (int32 j = 0; j < st->k; j++)
+	for (int32 j = 0; j < k; j++)
 	{
 		double		m = INFINITY;
 
-		for (int32 j2 = 0; j2 < st->k; j2++)
+		for (int32 j2 = 0; j2 < k; j2++)
 			if (j2 != j)
 			{
-				double		d = CmlChord2(st->c[j], st->c[j2]);
+				double		d = CmlChord2(f->c[j], f->c[j2]);
 
 				if (d < m)
 					m = d;
 			}
-		st->s[j] = 0.5 * sqrt(m);
+		f->s[j] = 0.5 * sqrt(m);
 	}
 }
 
 /* Re-seed empty clusters on the points farthest from their centers */
 static void
-LloydReseedEmpty(Lloyd *st)
+LloydReseedEmpty(Fit *f)
 {
-	const CmlVec3 *x = st->x;
+	const CmlVec3 *x = f->x;
+	int32	   *a = f->a;
 
-	for (int32 j = 0; j < st->k; j++)
+	for (int32 j = 0; j < f->sh->k; j++)
 	{
 		double		far = -1.0;
 		int64		fi = -1;
 		int32		af;
 
-		if (st->cnt[j] > 0)
+		if (f->cnt[j] > 0)
 			continue;
-		for (int64 i = 0; i < st->n; i++)
+		for (int64 i = 0; i < f->sh->n; i++)
 		{
 			double		d;
 
-			if (st->cnt[st->a[i]] <= 1)
+			if (f->cnt[a[i]] <= 1)
 				continue;
-			d = CmlChord2(x[i], st->c[st->a[i]]);
+			d = CmlChord2(x[i], f->c[a[i]]);
 			if (d > far)
 			{
 				far = d;
@@ -769,104 +1192,64 @@ LloydReseedEmpty(Lloyd *st)
 		}
 		if (fi < 0)
 			elog(ERROR, "k-means could not re-seed an empty cluster. Please report a bug.");
-		af = st->a[fi];
-		st->sum[af].x -= x[fi].x;
-		st->sum[af].y -= x[fi].y;
-		st->sum[af].z -= x[fi].z;
-		st->cnt[af]--;
-		st->sum[j] = x[fi];
-		st->cnt[j] = 1;
-		st->a[fi] = j;
-		st->u[fi] = -st->drift[j];
-		st->l[fi] = st->drift_max;
+		af = a[fi];
+		f->sum[af].x -= x[fi].x;
+		f->sum[af].y -= x[fi].y;
+		f->sum[af].z -= x[fi].z;
+		f->cnt[af]--;
+		f->sum[j] = x[fi];
+		f->cnt[j] = 1;
+		a[fi] = j;
+		f->u[fi] = -f->drift[j];
+		f->l[fi] = f->sh->drift_max;
 	}
 }
 
 /* M-step: the means of the current assignment; returns the sum of squared moves */
 static double
-LloydMove(Lloyd *st)
+LloydMove(Fit *f)
 {
 	double		shift = 0.0;
 	double		pmax = 0.0;
 
-	for (int32 j = 0; j < st->k; j++)
+	for (int32 j = 0; j < f->sh->k; j++)
 	{
 		CmlVec3		nc;
 		double		pj;
 
-		nc.x = st->sum[j].x / st->cnt[j];
-		nc.y = st->sum[j].y / st->cnt[j];
-		nc.z = st->sum[j].z / st->cnt[j];
-		pj = CmlChord2(nc, st->c[j]);
+		nc.x = f->sum[j].x / f->cnt[j];
+		nc.y = f->sum[j].y / f->cnt[j];
+		nc.z = f->sum[j].z / f->cnt[j];
+		pj = CmlChord2(nc, f->c[j]);
 		shift += pj;
 		pj = sqrt(pj);
-		st->drift[j] += pj;
-		st->c[j] = nc;
+		f->drift[j] += pj;
+		f->c[j] = nc;
 		if (pj > pmax)
 			pmax = pj;
 	}
-	st->drift_max += pmax;
+	f->sh->drift_max += pmax;
 	return shift;
 }
 
-/* One k-means run from k-means++ seeds: Lloyd with Hamerly's bounds */
+/*
+ * One k-means run from k-means++ seeds (scratch: n vectors, free until the
+ * first pass): Lloyd with Hamerly's bounds, into the label array sh->cur
+ */
 static void
-KmeansOnce(const CmlVec3 *x, int64 n, const KmeansOptions *o, double tol_abs,
-		   pg_prng_state *rng, double *work, GuessGrid *gg, KmeansRun *run)
+KmeansOnce(Fit *f, const KmeansOptions *o, double tol_abs, pg_prng_state *rng,
+		   CmlVec3 *scratch, double *inertia, int32 *n_iter)
 {
-	int32		k = o->k;
-	Lloyd		st;
+	FitShared  *sh = f->sh;
 	int32		it;
 
-	st.x = x;
-	st.n = n;
-	st.k = k;
-	st.c = run->centers;
-	st.a = run->labels;
-	st.u = work;
-	st.l = work + n;
-	st.sum = palloc0(sizeof(CmlVec3) * k);
-	st.cnt = palloc0(sizeof(int64) * k);
-	st.drift = palloc0(sizeof(double) * k);
-	st.drift_max = 0.0;
-	st.s = palloc(sizeof(double) * k);
-	st.nb = k <= LLOYD_SORTED_MAX_K ?
-		palloc(sizeof(CenterNb) * Max((int64) k * (k - 1), 1)) : NULL;
-	st.cand = palloc(sizeof(int32) * LLOYD_BLOCK);
-	st.candz = palloc(sizeof(double) * LLOYD_BLOCK);
-
-	SeedCenters(x, n, k, rng, st.c, (CmlVec3 *) work);
-
-	/*
-	 * First assignment, each search started from the center of the last
-	 * point seen in the same grid cell; the sums then follow each
-	 * reassignment
-	 */
-	LloydHalfGaps(&st);
-	for (int32 g = 0; g < GUESS_GRID * GUESS_GRID; g++)
-		gg->last[g] = -1;
-	for (int64 i = 0; i < n; i++)
-	{
-		int32		j;
-
-		if (st.nb != NULL)
-		{
-			int32		cell = GuessCell(gg, x[i]);
-			int32		g = gg->last[cell] >= 0 ? gg->last[cell] : i > 0 ? st.a[i - 1] : 0;
-
-			j = NearestTwoFrom(x[i], st.c, st.nb + (int64) g * (k - 1), k, g,
-							   CmlChord2(x[i], st.c[g]), &st.u[i], &st.l[i]);
-			gg->last[cell] = j;
-		}
-		else
-			j = NearestTwo(x[i], st.c, k, &st.u[i], &st.l[i]);
-
-		st.a[i] = j;
-		st.sum[j].x += x[i].x;
-		st.sum[j].y += x[i].y;
-		st.sum[j].z += x[i].z;
-		st.cnt[j]++;
-	}
+	f->a = f->labels[sh->cur];
+	memset(f->drift, 0, sizeof(double) * sh->k);
+	sh->drift_max = 0.0;
+	SeedCenters(f->x, sh->n, sh->k, rng, f->c, scratch);
+	LloydHalfGaps(f);
+	FitRunPass(f, FIT_PASS_FIRST);
+	FitAddChunks(f, true);
 
 	for (it = 0; it < o->max_iter; it++)
 	{
@@ -874,10 +1257,11 @@ KmeansOnce(const CmlVec3 *x, int64 n, const KmeansOptions *o, double tol_abs,
 		int64		changed;
 
 		CHECK_FOR_INTERRUPTS();
-		LloydReseedEmpty(&st);
-		shift = LloydMove(&st);
-		LloydHalfGaps(&st);
-		changed = LloydAssign(&st);
+		LloydReseedEmpty(f);
+		shift = LloydMove(f);
+		LloydHalfGaps(f);
+		FitRunPass(f, FIT_PASS_ASSIGN);
+		changed = FitAddChunks(f, false);
 		/* converged within tol: the assignment is that of the final centers */
 		if (shift <= tol_abs)
 			break;
@@ -889,33 +1273,24 @@ KmeansOnce(const CmlVec3 *x, int64 n, const KmeansOptions *o, double tol_abs,
 		}
 	}
 
-	run->inertia = 0.0;
-	for (int64 i = 0; i < n; i++)
-		run->inertia += CmlChord2(x[i], st.c[st.a[i]]);
-	run->n_iter = Min(it + 1, o->max_iter);
-	pfree(st.sum);
-	pfree(st.cnt);
-	pfree(st.drift);
-	pfree(st.s);
-	if (st.nb)
-		pfree(st.nb);
-	pfree(st.cand);
-	pfree(st.candz);
+	FitRunPass(f, FIT_PASS_INERTIA);
+	*inertia = 0.0;
+	for (int32 ch = 0; ch < sh->nchunks; ch++)
+		*inertia += f->out[ch].inertia;
+	*n_iter = Min(it + 1, o->max_iter);
 }
 
 /*
- * Fit k-means on unit vectors, with a work area of 3 n doubles.  Runs in its
- * own memory context; the labels (if wanted) and the model are returned in
- * the caller's context.
+ * Fit k-means on the unit vectors f->x (scratch: n vectors for the seeding)
+ * and build the model in out_cxt; *labels_out (if wanted) is set to the
+ * fit's labels, valid until FitEnd
  */
 static CmlModel *
-KmeansFitVectors(const CmlVec3 *x, int64 n, const KmeansOptions *o, int32 **labels_out,
-				 double *work)
+KmeansFitVectors(Fit *f, const KmeansOptions *o, CmlVec3 *scratch, int32 **labels_out,
+				 MemoryContext out_cxt)
 {
-	MemoryContext callerCxt = CurrentMemoryContext;
-	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "cinematic_ml k-means",
-											  ALLOCSET_DEFAULT_SIZES);
-	MemoryContext old = MemoryContextSwitchTo(cxt);
+	const CmlVec3 *x = f->x;
+	int64		n = f->sh->n;
 	pg_prng_state rng;
 	double		mean[3] = {0, 0, 0};
 	double		var = 0.0;
@@ -924,12 +1299,13 @@ KmeansFitVectors(const CmlVec3 *x, int64 n, const KmeansOptions *o, int32 **labe
 				yhi = -INFINITY,
 				zlo = INFINITY,
 				zhi = -INFINITY;
-	GuessGrid	gg;
-	KmeansRun	best = {0};
-	KmeansRun	cur;
+	GuessGrid  *gg = &f->sh->box;
+	CmlVec3    *best_centers = palloc(sizeof(CmlVec3) * o->k);
+	double		best_inertia = INFINITY;
+	int32		best_labels = -1;
+	int32		best_iter = 0;
+	MemoryContext old;
 	CmlModel   *model;
-
-	CheckK(o->k, n);
 
 	/* scikit-learn's tolerance: tol times the mean per-dimension variance */
 	for (int64 i = 0; i < n; i++)
@@ -942,11 +1318,10 @@ KmeansFitVectors(const CmlVec3 *x, int64 n, const KmeansOptions *o, int32 **labe
 		zlo = Min(zlo, x[i].z);
 		zhi = Max(zhi, x[i].z);
 	}
-	gg.y0 = ylo;
-	gg.ys = yhi > ylo ? GUESS_GRID / (yhi - ylo) : 0.0;
-	gg.z0 = zlo;
-	gg.zs = zhi > zlo ? GUESS_GRID / (zhi - zlo) : 0.0;
-	gg.last = palloc(sizeof(int32) * GUESS_GRID * GUESS_GRID);
+	gg->y0 = ylo;
+	gg->ys = yhi > ylo ? GUESS_GRID / (yhi - ylo) : 0.0;
+	gg->z0 = zlo;
+	gg->zs = zhi > zlo ? GUESS_GRID / (zhi - zlo) : 0.0;
 	for (int d = 0; d < 3; d++)
 		mean[d] /= n;
 	for (int64 i = 0; i < n; i++)
@@ -956,24 +1331,26 @@ KmeansFitVectors(const CmlVec3 *x, int64 n, const KmeansOptions *o, int32 **labe
 	tol_abs = o->tol * var / n / 3.0;
 
 	pg_prng_seed(&rng, (uint64) o->seed);
-	cur.centers = palloc(sizeof(CmlVec3) * o->k);
-	cur.labels = BigAlloc(sizeof(int32) * n);
-	best.centers = palloc(sizeof(CmlVec3) * o->k);
-	best.labels = BigAlloc(sizeof(int32) * n);
-	best.inertia = INFINITY;
+	f->sh->cur = 0;
 	for (int32 r = 0; r < o->n_init; r++)
 	{
-		KmeansOnce(x, n, o, tol_abs, &rng, work, &gg, &cur);
-		if (cur.inertia < best.inertia)
-		{
-			KmeansRun	swap = best;
+		double		inertia;
+		int32		n_iter;
 
-			best = cur;
-			cur = swap;
+		KmeansOnce(f, o, tol_abs, &rng, scratch, &inertia, &n_iter);
+		if (inertia < best_inertia)
+		{
+			/* keep this run's labels: the next run writes the other array */
+			best_inertia = inertia;
+			best_labels = f->sh->cur;
+			best_iter = n_iter;
+			memcpy(best_centers, f->c, sizeof(CmlVec3) * o->k);
+			f->sh->cur = 1 - f->sh->cur;
 		}
 	}
 
-	MemoryContextSwitchTo(callerCxt);
+	FitRelease(f);
+	old = MemoryContextSwitchTo(out_cxt);
 	model = palloc0(sizeof(CmlModel));
 	model->algorithm = CML_ALG_KMEANS;
 	model->k = o->k;
@@ -983,16 +1360,12 @@ KmeansFitVectors(const CmlVec3 *x, int64 n, const KmeansOptions *o, int32 **labe
 	model->tol = o->tol;
 	model->n_train = n;
 	model->n_zones = o->k;
-	model->n_iter = best.n_iter;
-	model->inertia = best.inertia * CML_EARTH_RADIUS_M * CML_EARTH_RADIUS_M;
-	CmlComputeZones(model, x, best.labels, n, best.centers);
+	model->n_iter = best_iter;
+	model->inertia = best_inertia * CML_EARTH_RADIUS_M * CML_EARTH_RADIUS_M;
+	CmlComputeZones(model, x, f->labels[best_labels], n, best_centers);
 	if (labels_out)
-	{
-		*labels_out = palloc_extended(sizeof(int32) * Max(n, 1), MCXT_ALLOC_HUGE);
-		memcpy(*labels_out, best.labels, sizeof(int32) * n);
-	}
-	MemoryContextDelete(cxt);
-	(void) old;
+		*labels_out = f->labels[best_labels];
+	MemoryContextSwitchTo(old);
 	return model;
 }
 
@@ -1278,11 +1651,15 @@ CmlModel *
 CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *options,
 				   int32 **labels_out)
 {
+	MemoryContext callerCxt = CurrentMemoryContext;
+	MemoryContext cxt;
+	int64		n = pts->n;
 	KmeansOptions o;
+	Fit			f;
 	CmlVec3    *x;
 	CmlModel   *model;
 	OrderedPoint *order;
-	OrderedPoint *spare;
+	OrderedPoint *spare = NULL;
 	int64	   *pos = NULL;
 	int32	   *sorted_labels = NULL;
 
@@ -1291,12 +1668,21 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	KmeansParseOptions(options, k_in_options, &o);
 	if (!k_in_options)
 		o.k = k;
-	CheckK(o.k, pts->n);
+	CheckK(o.k, n);
+
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "cinematic_ml k-means",
+								ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(cxt);
+	FitBegin(&f, n, o.k);
 
 	/*
 	 * Fit on the points in a canonical order, so the model depends only on
 	 * the set of points and the seed: not on the scan order, nor on the order
-	 * in which parallel workers' partial states were combined.
+	 * in which parallel workers' partial states were combined.  The vectors
+	 * go to the shared memory when there are workers, otherwise to the sort's
+	 * spare buffer; the sorted one, once the input positions are saved, is
+	 * the seeding's scratch area and, serial, holds the bounds: fresh memory
+	 * is costly (page faults), so these buffers serve throughout.
 	 */
 	StaticAssertStmt(sizeof(OrderedPoint) == sizeof(CmlVec3) &&
 					 sizeof(CmlVec3) == 3 * sizeof(double),
@@ -1304,42 +1690,43 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	if (labels_out == NULL && MergeableRuns(pts))
 	{
 		/* parallel workers' sorted runs: merged straight into the vectors */
-		spare = BigAlloc(sizeof(CmlVec3) * pts->n);
-		order = BigAlloc(sizeof(OrderedPoint) * pts->n);
-		x = (CmlVec3 *) spare;
-		MergeRuns(pts, NULL, x);
+		order = BigAlloc(sizeof(OrderedPoint) * n);
+		if (f.x == NULL)
+			f.x = (CmlVec3 *) (spare = BigAlloc(sizeof(CmlVec3) * n));
+		MergeRuns(pts, NULL, f.x);
 	}
 	else
 	{
-		/*
-		 * The vectors go to the sort's spare buffer, the fit's work area to
-		 * the sorted one once the input positions are saved: fresh memory is
-		 * costly (page faults), so these two buffers serve throughout.
-		 */
 		order = CanonicalOrder(pts, &spare);
-		x = (CmlVec3 *) spare;
-		for (int64 i = 0; i < pts->n; i++)
+		if (f.x == NULL)
+			f.x = (CmlVec3 *) spare;
+		x = f.x;
+		for (int64 i = 0; i < n; i++)
 			x[i] = CmlLatLonToVec(OrderKeyValue(order[i].key), order[i].lon);
 	}
 	if (labels_out)
 	{
-		pos = palloc_extended(sizeof(int64) * Max(pts->n, 1), MCXT_ALLOC_HUGE);
-		for (int64 i = 0; i < pts->n; i++)
+		pos = palloc_extended(sizeof(int64) * Max(n, 1), MCXT_ALLOC_HUGE);
+		for (int64 i = 0; i < n; i++)
 			pos[i] = order[i].pos;
 	}
-	model = KmeansFitVectors(x, pts->n, &o, labels_out ? &sorted_labels : NULL,
-							 (double *) order);
+	if (f.u == NULL)
+	{
+		f.u = (double *) order;
+		f.l = f.u + n;
+	}
+	model = KmeansFitVectors(&f, &o, (CmlVec3 *) order, labels_out ? &sorted_labels : NULL,
+							 callerCxt);
 	if (labels_out)
 	{
 		/* back to the caller's order */
-		*labels_out = palloc_extended(sizeof(int32) * Max(pts->n, 1), MCXT_ALLOC_HUGE);
-		for (int64 i = 0; i < pts->n; i++)
+		*labels_out = MemoryContextAllocHuge(callerCxt, sizeof(int32) * Max(n, 1));
+		for (int64 i = 0; i < n; i++)
 			(*labels_out)[pos[i]] = sorted_labels[i];
-		pfree(sorted_labels);
-		pfree(pos);
 	}
-	pfree(spare);
-	pfree(order);
+	FitEnd(&f);
+	MemoryContextSwitchTo(callerCxt);
+	MemoryContextDelete(cxt);
 	return model;
 }
 
