@@ -626,11 +626,18 @@ def parallel_kmeans(a, db, k, n, res, notes, W):
         info = q1(b.cur, "SELECT cinematic_ml.model_info(%s)", (psycopg2.Binary(bytes(out[0][0])),))[0]
         b.cur.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + b.cur.mogrify(fit_sql, (k, opts)).decode())
         launched = [l[0].strip() for l in b.cur.fetchall() if "Workers Launched" in l[0]]
+        # the fit's own workers (after the Gather's): its DEBUG1 line
+        b.cur.execute("SET client_min_messages = debug1")
+        del b.conn.notices[:]
+        b.cur.execute(fit_sql, (k, opts))
+        b.cur.execute("RESET client_min_messages")
+        fit_workers = [m.split("DEBUG:")[-1].strip() for m in b.conn.notices if "parallel workers launched" in m]
     finally:
         b.close()
     inertia = float(info["inertia"])
     note = ("Parallel Seq Scan + Partial Aggregate" if plan_ok else "NOT parallel") + "; " + \
-        (launched[0] if launched else "no Gather node") + f"; inertia {inertia:.6g} m2"
+        (launched[0] if launched else "no Gather node") + "; " + \
+        (fit_workers[0] if fit_workers else "the fit ran in the leader alone") + f"; inertia {inertia:.6g} m2"
     if serial and serial["inertia"] is not None:
         note += " (same model as serial)" if inertia == serial["inertia"] else \
             f" (DIFFERS from serial {serial['inertia']:.6g})"
@@ -1227,7 +1234,7 @@ def main():
     ap.add_argument("--no-sklearn-1thread", dest="sklearn_1thread", action="store_false",
                     help="skip the single-threaded scikit-learn runs")
     ap.add_argument("--no-parallel-check", dest="parallel_check", action="store_false")
-    ap.add_argument("--parallel-ks", default="16",
+    ap.add_argument("--parallel-ks", default="16,64",
                     help="k values for which kmeans_fit n_init=1 also runs with 2 parallel workers (16; '' skips)")
     ap.add_argument("--growth-sizes", default=os.environ.get("BENCH_GROWTH_SIZES", "100000,1000000,10000000"),
                     help="growth series: train and predict at these sizes, each in its own table "
