@@ -1659,7 +1659,7 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	CmlVec3    *x;
 	CmlModel   *model;
 	OrderedPoint *order;
-	OrderedPoint *spare = NULL;
+	OrderedPoint *spare;
 	int64	   *pos = NULL;
 	int32	   *sorted_labels = NULL;
 
@@ -1692,7 +1692,7 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 		/* parallel workers' sorted runs: merged straight into the vectors */
 		order = BigAlloc(sizeof(OrderedPoint) * n);
 		if (f.x == NULL)
-			f.x = (CmlVec3 *) (spare = BigAlloc(sizeof(CmlVec3) * n));
+			f.x = BigAlloc(sizeof(CmlVec3) * n);
 		MergeRuns(pts, NULL, f.x);
 	}
 	else
