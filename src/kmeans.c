@@ -692,7 +692,6 @@ typedef struct Fit
 } Fit;
 
 PGDLLEXPORT void cml_kmeans_fit_worker(dsm_segment *seg, shm_toc *toc);
-static void FitWaitAttached(Fit *f);
 
 /* Reserve bytes at *off (cache-line aligned, so chunks' outputs share no line) */
 static Size
@@ -836,6 +835,21 @@ FitBegin(Fit *f, int64 n, int32 k)
 	}
 	f->sum = palloc(sizeof(CmlVec3) * k);
 	f->cnt = palloc(sizeof(int64) * k);
+}
+
+/*
+ * A worker that failed to start is an error here, not a barrier never met;
+ * waited for only before the first pass, so that their start overlaps the
+ * seeding
+ */
+static void
+FitWaitAttached(Fit *f)
+{
+	if (f->nworkers > 0 && !f->attached)
+	{
+		WaitForParallelWorkersToAttach(f->pcxt);
+		f->attached = true;
+	}
 }
 
 /* Let the workers go after the last pass: they exit while the leader goes on */
@@ -1037,21 +1051,6 @@ FitWork(Fit *f)
 			case FIT_PASS_DONE:
 				break;
 		}
-	}
-}
-
-/*
- * A worker that failed to start is an error here, not a barrier never met;
- * waited for only before the first pass, so that their start overlaps the
- * seeding
- */
-static void
-FitWaitAttached(Fit *f)
-{
-	if (f->nworkers > 0 && !f->attached)
-	{
-		WaitForParallelWorkersToAttach(f->pcxt);
-		f->attached = true;
 	}
 }
 
