@@ -54,6 +54,94 @@ SelectKth(double *a, int64 n, int64 k)
 /* At most this many point-to-centroid distances go into the silhouette */
 #define SILHOUETTE_BUDGET 20000000.0
 
+/* Up to this many zones, the silhouette visits the other zones by distance */
+#define SILHOUETTE_SORTED_MAX 256
+
+/* Another zone and its centroid's chord distance */
+typedef struct ZoneNb
+{
+	double		d;
+	int32		z;
+} ZoneNb;
+
+/* qsort comparator: by distance, then zone */
+static int
+CompareZoneNb(const void *pa, const void *pb)
+{
+	const ZoneNb *a = pa;
+	const ZoneNb *b = pb;
+
+	if (a->d != b->d)
+		return a->d < b->d ? -1 : 1;
+	return (a->z > b->z) - (a->z < b->z);
+}
+
+/* Each zone's others sorted by the chord distance between their centroids */
+static ZoneNb *
+SortedZoneNeighbours(const CmlModel *m)
+{
+	int32		nz = m->n_zones;
+	ZoneNb	   *nb = palloc(sizeof(ZoneNb) * nz * (nz - 1));
+
+	for (int32 z = 0; z < nz; z++)
+	{
+		ZoneNb	   *zn = nb + (int64) z * (nz - 1);
+		int32		t = 0;
+
+		for (int32 j = 0; j < nz; j++)
+			if (j != z)
+			{
+				zn[t].d = sqrt(CmlChord2(m->zones[z].unit, m->zones[j].unit));
+				zn[t].z = j;
+				t++;
+			}
+		qsort(zn, nz - 1, sizeof(ZoneNb), CompareZoneNb);
+	}
+	return nb;
+}
+
+/*
+ * Squared chord from v to the nearest centroid of a zone other than z, v
+ * being at squared chord a2 from z's.  With neighbours sorted, they are
+ * visited by distance from z's centroid, until the triangle inequality
+ * rules out the rest (margins cover rounding): the same minimum as visiting
+ * all.
+ */
+static double
+NearestOtherZone(const CmlModel *m, const ZoneNb *nb, CmlVec3 v, int32 z, double a2)
+{
+	int32		nz = m->n_zones;
+	double		b = INFINITY;
+
+	if (nb != NULL)
+	{
+		const ZoneNb *zn = nb + (int64) z * (nz - 1);
+		double		ua = sqrt(a2);
+
+		for (int32 t = 0; t < nz - 1; t++)
+		{
+			double		gap = zn[t].d - ua - 1e-15;
+			double		d;
+
+			if (gap > 0.0 && gap * gap > b * (1.0 + 1e-9))
+				break;
+			d = CmlChord2(v, m->zones[zn[t].z].unit);
+			if (d < b)
+				b = d;
+		}
+		return b;
+	}
+	for (int32 j = 0; j < nz; j++)
+		if (j != z)
+		{
+			double		d = CmlChord2(v, m->zones[j].unit);
+
+			if (d < b)
+				b = d;
+		}
+	return b;
+}
+
 /*
  * Fill model->zones from labelled unit vectors (label -1 = noise).
  * model->n_zones must be set.  centers, when given, are the k-means 3-D means
@@ -149,6 +237,8 @@ CmlComputeZones(CmlModel *m, const CmlVec3 *x, const int32 *labels, int64 n,
 	m->silhouette = NAN;
 	if (nz >= 2)
 	{
+		ZoneNb	   *nb = nz <= SILHOUETTE_SORTED_MAX ? SortedZoneNeighbours(m) : NULL;
+
 		stride = (int64) ceil((double) n * nz / SILHOUETTE_BUDGET);
 		if (stride < 1)
 			stride = 1;
@@ -156,19 +246,12 @@ CmlComputeZones(CmlModel *m, const CmlVec3 *x, const int32 *labels, int64 n,
 		{
 			int32		z = labels[i];
 			double		a,
-						b = INFINITY;
+						b;
 
 			if (z < 0)
 				continue;
 			a = CmlChord2(x[i], m->zones[z].unit);
-			for (int32 j = 0; j < nz; j++)
-				if (j != z)
-				{
-					double		d = CmlChord2(x[i], m->zones[j].unit);
-
-					if (d < b)
-						b = d;
-				}
+			b = NearestOtherZone(m, nb, x[i], z, a);
 			a = CmlChord2ToMetres(a);
 			b = CmlChord2ToMetres(b);
 			if (Max(a, b) > 0.0)
@@ -179,6 +262,8 @@ CmlComputeZones(CmlModel *m, const CmlVec3 *x, const int32 *labels, int64 n,
 		}
 		if (sil_n > 0)
 			m->silhouette = sil_sum / sil_n;
+		if (nb)
+			pfree(nb);
 	}
 
 	/* Davies-Bouldin: mean over zones of the worst (S_i + S_j) / M_ij */
