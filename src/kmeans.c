@@ -12,7 +12,8 @@
  * number).  The points are fitted in a canonical order, (lat, lon), so the
  * model depends only on the set of points and the seed.  From 200,000 points
  * the passes over them run in parallel workers (as many as
- * max_parallel_workers_per_gather allows), with the same result to the bit.
+ * max_parallel_workers_per_gather and the CPUs allow), with the same result
+ * to the bit.
  */
 #include "postgres.h"
 
@@ -768,7 +769,9 @@ FitAttach(Fit *f, FitShared *sh)
 /*
  * Parallel workers worth asking for to fit n points: as for a query's Gather,
  * max_parallel_workers_per_gather caps them (0 keeps the fit serial); none
- * where parallel mode is not available
+ * where parallel mode is not available.  Every pass ends at a barrier, where
+ * a participant waiting for a CPU holds up the others, so there are no more
+ * participants (leader and workers) than CPUs online, but at least two.
  */
 static int
 FitWorkersWanted(int64 n)
@@ -777,7 +780,14 @@ FitWorkersWanted(int64 n)
 		!IsUnderPostmaster || IsParallelWorker() || !IsTransactionState() ||
 		!ActiveSnapshotSet())
 		return 0;
-	return (int) Min((int64) max_parallel_workers_per_gather, n / FIT_POINTS_PER_WORKER);
+	{
+		long		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		int64		w = Min((int64) max_parallel_workers_per_gather, n / FIT_POINTS_PER_WORKER);
+
+		if (ncpu >= 1)
+			w = Min(w, Max(ncpu - 1, 1));
+		return (int) w;
+	}
 }
 
 /*
@@ -819,7 +829,7 @@ FitBegin(Fit *f, int64 n, int32 k)
 		FitAttach(f, sh);
 		f->pcxt = pcxt;
 		f->nworkers = pcxt->nworkers_launched;
-		elog(DEBUG1, "k-means fit of %lld points: %d parallel workers launched of %d asked for",
+		elog(DEBUG1, "k-means fit of %lld points: parallel workers launched: %d of %d asked for",
 			 (long long) n, f->nworkers, nworkers);
 	}
 	else
