@@ -617,6 +617,7 @@ typedef enum FitPass
 	FIT_PASS_FIRST,				/* the first assignment, and each chunk's sums */
 	FIT_PASS_ASSIGN,			/* an E-step, and each chunk's changes to the sums */
 	FIT_PASS_INERTIA,			/* each chunk's inertia */
+	FIT_PASS_ZONES,				/* each chunk's part of the zone figures */
 	FIT_PASS_DONE				/* the workers leave */
 } FitPass;
 
@@ -643,6 +644,7 @@ typedef struct FitShared
 	int32		cur;			/* which label array the current run writes */
 	double		drift_max;		/* the largest move of each M-step, summed */
 	GuessGrid	box;			/* the first assignment's guess grid */
+	int64		zstride;		/* the silhouette's sampling stride */
 	pg_atomic_uint32 next_chunk;
 	Barrier		barrier;
 	Size		off_c;
@@ -652,6 +654,11 @@ typedef struct FitShared
 	Size		off_dsum;
 	Size		off_dcnt;
 	Size		off_out;
+	Size		off_zunit;
+	Size		off_znb;
+	Size		off_zsum;
+	Size		off_zmax;
+	Size		off_zsil;
 	Size		off_x;
 	Size		off_labels[2];
 	Size		off_u;
@@ -680,6 +687,12 @@ typedef struct Fit
 	CmlVec3    *dsum;			/* per chunk, k each: sums and counts, or changes */
 	int64	   *dcnt;
 	FitChunkOut *out;
+	/* the zone figures: centroids, their neighbours, per chunk sums, maxima, silhouette */
+	CmlVec3    *zunit;
+	CmlZoneNb  *znb;
+	double	   *zsum;
+	double	   *zmax;
+	double	   *zsil;
 	/* this participant's scratch */
 	int32	   *last;			/* guess grid: the center found last in each cell */
 	int32	   *cand;			/* a block's points that need a look */
@@ -726,6 +739,12 @@ FitLayout(FitShared *sh, bool with_points)
 	sh->off_dsum = FitPlace(&off, sizeof(CmlVec3) * k * sh->nchunks);
 	sh->off_dcnt = FitPlace(&off, sizeof(int64) * k * sh->nchunks);
 	sh->off_out = FitPlace(&off, sizeof(FitChunkOut) * sh->nchunks);
+	sh->off_zunit = FitPlace(&off, sizeof(CmlVec3) * k);
+	sh->off_znb = CmlZoneNeighbourCount(k) > 0 ?
+		FitPlace(&off, sizeof(CmlZoneNb) * CmlZoneNeighbourCount(k)) : 0;
+	sh->off_zsum = FitPlace(&off, sizeof(double) * k * sh->nchunks);
+	sh->off_zmax = FitPlace(&off, sizeof(double) * k * sh->nchunks);
+	sh->off_zsil = FitPlace(&off, sizeof(double) * 2 * sh->nchunks);
 	sh->off_x = sh->off_labels[0] = sh->off_labels[1] = sh->off_u = sh->off_l = 0;
 	if (with_points)
 	{
@@ -753,6 +772,11 @@ FitAttach(Fit *f, FitShared *sh)
 	f->dsum = FIT_AT(sh, sh->off_dsum);
 	f->dcnt = FIT_AT(sh, sh->off_dcnt);
 	f->out = FIT_AT(sh, sh->off_out);
+	f->zunit = FIT_AT(sh, sh->off_zunit);
+	f->znb = sh->off_znb != 0 ? FIT_AT(sh, sh->off_znb) : NULL;
+	f->zsum = FIT_AT(sh, sh->off_zsum);
+	f->zmax = FIT_AT(sh, sh->off_zmax);
+	f->zsil = FIT_AT(sh, sh->off_zsil);
 	if (sh->off_x != 0)
 	{
 		f->x = FIT_AT(sh, sh->off_x);
@@ -1058,6 +1082,12 @@ FitWork(Fit *f)
 			case FIT_PASS_INERTIA:
 				FitInertiaChunk(f, (int32) ch, i0, i1);
 				break;
+			case FIT_PASS_ZONES:
+				/* each point's distance goes to u, free after the last run */
+				CmlZoneScan(f->zunit, sh->k, f->znb, f->x, f->a, i0, i1, sh->zstride, f->u,
+							f->zsum + (int64) ch * sh->k, f->zmax + (int64) ch * sh->k,
+							f->zsil + 2 * ch);
+				break;
 			case FIT_PASS_DONE:
 				break;
 		}
@@ -1358,7 +1388,6 @@ KmeansFitVectors(Fit *f, const KmeansOptions *o, CmlVec3 *scratch, int32 **label
 		}
 	}
 
-	FitRelease(f);
 	old = MemoryContextSwitchTo(out_cxt);
 	model = palloc0(sizeof(CmlModel));
 	model->algorithm = CML_ALG_KMEANS;
@@ -1371,7 +1400,18 @@ KmeansFitVectors(Fit *f, const KmeansOptions *o, CmlVec3 *scratch, int32 **label
 	model->n_zones = o->k;
 	model->n_iter = best_iter;
 	model->inertia = best_inertia * CML_EARTH_RADIUS_M * CML_EARTH_RADIUS_M;
-	CmlComputeZones(model, x, f->labels[best_labels], n, best_centers);
+	/* the zone figures, the pass over the points by chunks as Lloyd's */
+	CmlZoneCentroids(model, x, f->labels[best_labels], n, best_centers);
+	for (int32 z = 0; z < o->k; z++)
+		f->zunit[z] = model->zones[z].unit;
+	if (f->znb != NULL)
+		CmlZoneNeighbours(f->zunit, o->k, f->znb);
+	f->sh->zstride = CmlZoneStride(n, o->k);
+	f->sh->cur = best_labels;
+	FitRunPass(f, FIT_PASS_ZONES);
+	FitRelease(f);
+	CmlZoneFinish(model, f->labels[best_labels], n, f->u, f->sh->nchunks, f->zsum, f->zmax,
+				  f->zsil);
 	if (labels_out)
 		*labels_out = f->labels[best_labels];
 	MemoryContextSwitchTo(old);

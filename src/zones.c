@@ -57,47 +57,43 @@ SelectKth(double *a, int64 n, int64 k)
 /* Up to this many zones, the silhouette visits the other zones by distance */
 #define SILHOUETTE_SORTED_MAX 256
 
-/* Another zone and its centroid's chord distance */
-typedef struct ZoneNb
-{
-	double		d;
-	int32		z;
-} ZoneNb;
-
 /* qsort comparator: by distance, then zone */
 static int
 CompareZoneNb(const void *pa, const void *pb)
 {
-	const ZoneNb *a = pa;
-	const ZoneNb *b = pb;
+	const CmlZoneNb *a = pa;
+	const CmlZoneNb *b = pb;
 
 	if (a->d != b->d)
 		return a->d < b->d ? -1 : 1;
 	return (a->z > b->z) - (a->z < b->z);
 }
 
-/* Each zone's others sorted by the chord distance between their centroids */
-static ZoneNb *
-SortedZoneNeighbours(const CmlModel *m)
+/* How many sorted neighbours (nz - 1 for each zone) the silhouette uses: 0 for none */
+int64
+CmlZoneNeighbourCount(int32 nz)
 {
-	int32		nz = m->n_zones;
-	ZoneNb	   *nb = palloc(sizeof(ZoneNb) * nz * (nz - 1));
+	return nz >= 2 && nz <= SILHOUETTE_SORTED_MAX ? (int64) nz * (nz - 1) : 0;
+}
 
+/* Each zone's others sorted by the chord distance between their centroids */
+void
+CmlZoneNeighbours(const CmlVec3 *unit, int32 nz, CmlZoneNb *nb)
+{
 	for (int32 z = 0; z < nz; z++)
 	{
-		ZoneNb	   *zn = nb + (int64) z * (nz - 1);
+		CmlZoneNb  *zn = nb + (int64) z * (nz - 1);
 		int32		t = 0;
 
 		for (int32 j = 0; j < nz; j++)
 			if (j != z)
 			{
-				zn[t].d = sqrt(CmlChord2(m->zones[z].unit, m->zones[j].unit));
+				zn[t].d = sqrt(CmlChord2(unit[z], unit[j]));
 				zn[t].z = j;
 				t++;
 			}
-		qsort(zn, nz - 1, sizeof(ZoneNb), CompareZoneNb);
+		qsort(zn, nz - 1, sizeof(CmlZoneNb), CompareZoneNb);
 	}
-	return nb;
 }
 
 /*
@@ -108,14 +104,14 @@ SortedZoneNeighbours(const CmlModel *m)
  * all.
  */
 static double
-NearestOtherZone(const CmlModel *m, const ZoneNb *nb, CmlVec3 v, int32 z, double a2)
+NearestOtherZone(const CmlVec3 *unit, int32 nz, const CmlZoneNb *nb, CmlVec3 v, int32 z,
+				 double a2)
 {
-	int32		nz = m->n_zones;
 	double		b = INFINITY;
 
 	if (nb != NULL)
 	{
-		const ZoneNb *zn = nb + (int64) z * (nz - 1);
+		const CmlZoneNb *zn = nb + (int64) z * (nz - 1);
 		double		ua = sqrt(a2);
 
 		for (int32 t = 0; t < nz - 1; t++)
@@ -125,7 +121,7 @@ NearestOtherZone(const CmlModel *m, const ZoneNb *nb, CmlVec3 v, int32 z, double
 
 			if (gap > 0.0 && gap * gap > b * (1.0 + 1e-9))
 				break;
-			d = CmlChord2(v, m->zones[zn[t].z].unit);
+			d = CmlChord2(v, unit[zn[t].z]);
 			if (d < b)
 				b = d;
 		}
@@ -134,7 +130,7 @@ NearestOtherZone(const CmlModel *m, const ZoneNb *nb, CmlVec3 v, int32 z, double
 	for (int32 j = 0; j < nz; j++)
 		if (j != z)
 		{
-			double		d = CmlChord2(v, m->zones[j].unit);
+			double		d = CmlChord2(v, unit[j]);
 
 			if (d < b)
 				b = d;
@@ -143,22 +139,21 @@ NearestOtherZone(const CmlModel *m, const ZoneNb *nb, CmlVec3 v, int32 z, double
 }
 
 /*
- * Fill model->zones from labelled unit vectors (label -1 = noise).
- * model->n_zones must be set.  centers, when given, are the k-means 3-D means
- * used for assignment; otherwise a zone's center is its unit centroid.
+ * The zone figures come in three steps, so that k-means can run the middle
+ * one by chunks in its parallel workers: CmlZoneCentroids (counts and
+ * centroids), CmlZoneScan over ranges of points (each point's distance to
+ * its centroid, and per range the sums, maxima and silhouette terms), and
+ * CmlZoneFinish, which adds up the ranges in order.  CmlComputeZones does
+ * the three on one range.
  */
+
+/* Fill model->zones' counts and centroids (model->n_zones set; label -1 = noise) */
 void
-CmlComputeZones(CmlModel *m, const CmlVec3 *x, const int32 *labels, int64 n,
-				const CmlVec3 *centers)
+CmlZoneCentroids(CmlModel *m, const CmlVec3 *x, const int32 *labels, int64 n,
+				 const CmlVec3 *centers)
 {
 	int32		nz = m->n_zones;
 	CmlVec3    *sum = palloc0(sizeof(CmlVec3) * Max(nz, 1));
-	int64	   *start = palloc0(sizeof(int64) * (nz + 1));
-	double	   *dist = palloc_extended(sizeof(double) * Max(n, 1), MCXT_ALLOC_HUGE);
-	int64	   *fill;
-	double		sil_sum = 0.0;
-	int64		sil_n = 0;
-	int64		stride;
 
 	m->zones = palloc0(sizeof(CmlZone) * Max(nz, 1));
 	m->n_noise = 0;
@@ -196,28 +191,105 @@ CmlComputeZones(CmlModel *m, const CmlVec3 *x, const int32 *labels, int64 n,
 		CmlVecToLatLon(u, &zone->lat, &zone->lon);
 		zone->unit = CmlLatLonToVec(zone->lat, zone->lon);
 		zone->center = centers ? centers[z] : zone->unit;
-		start[z + 1] = start[z] + zone->n_points;
 	}
+	pfree(sum);
+}
 
-	/* distances to the centroid, grouped by zone */
-	fill = palloc(sizeof(int64) * Max(nz, 1));
-	memcpy(fill, start, sizeof(int64) * Max(nz, 1));
-	for (int64 i = 0; i < n; i++)
+/* The silhouette takes every stride-th point (a sample when the data is huge) */
+int64
+CmlZoneStride(int64 n, int32 nz)
+{
+	int64		stride = (int64) ceil((double) n * nz / SILHOUETTE_BUDGET);
+
+	return Max(stride, 1);
+}
+
+/*
+ * Points [i0, i1): each one's distance to its zone's centroid (unit[]) into
+ * dist[i]; per zone, the sum and the largest of them into dsum[] and dmax[]
+ * (nz each, zeroed here); the silhouette terms of the sampled points into
+ * sil[0] (their sum) and sil[1] (their number).  nb: CmlZoneNeighbours or
+ * NULL.
+ */
+void
+CmlZoneScan(const CmlVec3 *unit, int32 nz, const CmlZoneNb *nb, const CmlVec3 *x,
+			const int32 *labels, int64 i0, int64 i1, int64 stride, double *dist,
+			double *dsum, double *dmax, double *sil)
+{
+	/* the first multiple of stride from i0 on */
+	int64		sample = (i0 + stride - 1) / stride * stride;
+
+	memset(dsum, 0, sizeof(double) * nz);
+	memset(dmax, 0, sizeof(double) * nz);
+	sil[0] = sil[1] = 0.0;
+	for (int64 i = i0; i < i1; i++)
 	{
 		int32		z = labels[i];
+		bool		sampled = (i == sample);
+		double		a2;
 		double		d;
 
+		if ((i & 0xFFFF) == 0)
+			CHECK_FOR_INTERRUPTS();
+		if (sampled)
+			sample += stride;
 		if (z < 0)
 			continue;
-		d = CmlVecDistance(x[i], m->zones[z].unit);
+		a2 = CmlChord2(x[i], unit[z]);
+		d = CmlChord2ToMetres(a2);
 		/* below a micrometre is rounding of the centroid, not distance */
 		if (d < 1e-6)
 			d = 0.0;
-		dist[fill[z]++] = d;
-		m->zones[z].mean_m += d;
-		if (d > m->zones[z].radius_m)
-			m->zones[z].radius_m = d;
+		dist[i] = d;
+		dsum[z] += d;
+		if (d > dmax[z])
+			dmax[z] = d;
+		/* simplified silhouette: own centroid vs nearest other centroid */
+		if (sampled && nz >= 2)
+		{
+			double		b = CmlChord2ToMetres(NearestOtherZone(unit, nz, nb, x[i], z, a2));
+
+			if (Max(d, b) > 0.0)
+				sil[0] += (b - d) / Max(d, b);
+			sil[1] += 1.0;
+		}
 	}
+}
+
+/*
+ * The zone figures and quality metrics from the tallies of nparts ranges
+ * (dsum, dmax: nz per range; sil: 2 per range), added up in range order,
+ * and every point's distance (dist; grouped by zone here for the p90)
+ */
+void
+CmlZoneFinish(CmlModel *m, const int32 *labels, int64 n, const double *dist, int32 nparts,
+			  const double *dsum, const double *dmax, const double *sil)
+{
+	int32		nz = m->n_zones;
+	int64	   *start = palloc0(sizeof(int64) * (nz + 1));
+	int64	   *fill = palloc(sizeof(int64) * Max(nz, 1));
+	double	   *grouped = palloc_extended(sizeof(double) * Max(n, 1), MCXT_ALLOC_HUGE);
+	double		sil_sum = 0.0;
+	double		sil_n = 0.0;
+
+	for (int32 p = 0; p < nparts; p++)
+	{
+		for (int32 z = 0; z < nz; z++)
+		{
+			m->zones[z].mean_m += dsum[(int64) p * nz + z];
+			m->zones[z].radius_m = Max(m->zones[z].radius_m, dmax[(int64) p * nz + z]);
+		}
+		sil_sum += sil[2 * p];
+		sil_n += sil[2 * p + 1];
+	}
+
+	/* the distances grouped by zone, for each zone's 90th percentile */
+	for (int32 z = 0; z < nz; z++)
+		start[z + 1] = start[z] + m->zones[z].n_points;
+	memcpy(fill, start, sizeof(int64) * nz);
+	for (int64 i = 0; i < n; i++)
+		if (labels[i] >= 0)
+			grouped[fill[labels[i]]++] = dist[i];
 	for (int32 z = 0; z < nz; z++)
 	{
 		CmlZone    *zone = &m->zones[z];
@@ -226,45 +298,13 @@ CmlComputeZones(CmlModel *m, const CmlVec3 *x, const int32 *labels, int64 n,
 
 		zone->mean_m /= cnt;
 		zone->radius_chord2 = CmlMetresToChord2(zone->radius_m);
-		zone->p90_m = SelectKth(dist + start[z], cnt, Max(rank, 0));
+		zone->p90_m = SelectKth(grouped + start[z], cnt, Max(rank, 0));
 		/* rounding must not put the mean above the max */
 		if (zone->mean_m > zone->radius_m)
 			zone->mean_m = zone->radius_m;
 	}
 	CHECK_FOR_INTERRUPTS();
-
-	/* simplified silhouette: own centroid vs nearest other centroid (sampled when huge) */
-	m->silhouette = NAN;
-	if (nz >= 2)
-	{
-		ZoneNb	   *nb = nz <= SILHOUETTE_SORTED_MAX ? SortedZoneNeighbours(m) : NULL;
-
-		stride = (int64) ceil((double) n * nz / SILHOUETTE_BUDGET);
-		if (stride < 1)
-			stride = 1;
-		for (int64 i = 0; i < n; i += stride)
-		{
-			int32		z = labels[i];
-			double		a,
-						b;
-
-			if (z < 0)
-				continue;
-			a = CmlChord2(x[i], m->zones[z].unit);
-			b = NearestOtherZone(m, nb, x[i], z, a);
-			a = CmlChord2ToMetres(a);
-			b = CmlChord2ToMetres(b);
-			if (Max(a, b) > 0.0)
-				sil_sum += (b - a) / Max(a, b);
-			sil_n++;
-			if ((sil_n & 0xFFFF) == 0)
-				CHECK_FOR_INTERRUPTS();
-		}
-		if (sil_n > 0)
-			m->silhouette = sil_sum / sil_n;
-		if (nb)
-			pfree(nb);
-	}
+	m->silhouette = sil_n > 0.0 ? sil_sum / sil_n : NAN;
 
 	/* Davies-Bouldin: mean over zones of the worst (S_i + S_j) / M_ij */
 	m->davies_bouldin = NAN;
@@ -303,10 +343,46 @@ CmlComputeZones(CmlModel *m, const CmlVec3 *x, const int32 *labels, int64 n,
 		if (used > 0)
 			m->davies_bouldin = db / used;
 	}
-	pfree(sum);
 	pfree(start);
 	pfree(fill);
+	pfree(grouped);
+}
+
+/*
+ * Fill model->zones from labelled unit vectors (label -1 = noise).
+ * model->n_zones must be set.  centers, when given, are the k-means 3-D means
+ * used for assignment; otherwise a zone's center is its unit centroid.
+ */
+void
+CmlComputeZones(CmlModel *m, const CmlVec3 *x, const int32 *labels, int64 n,
+				const CmlVec3 *centers)
+{
+	int32		nz = m->n_zones;
+	CmlVec3    *unit = palloc(sizeof(CmlVec3) * Max(nz, 1));
+	int64		nnb;
+	CmlZoneNb  *nb = NULL;
+	double	   *dist = palloc_extended(sizeof(double) * Max(n, 1), MCXT_ALLOC_HUGE);
+	double	   *dsum = palloc(sizeof(double) * Max(nz, 1));
+	double	   *dmax = palloc(sizeof(double) * Max(nz, 1));
+	double		sil[2];
+
+	CmlZoneCentroids(m, x, labels, n, centers);
+	for (int32 z = 0; z < nz; z++)
+		unit[z] = m->zones[z].unit;
+	nnb = CmlZoneNeighbourCount(nz);
+	if (nnb > 0)
+	{
+		nb = palloc(sizeof(CmlZoneNb) * nnb);
+		CmlZoneNeighbours(unit, nz, nb);
+	}
+	CmlZoneScan(unit, nz, nb, x, labels, 0, n, CmlZoneStride(n, nz), dist, dsum, dmax, sil);
+	CmlZoneFinish(m, labels, n, dist, 1, dsum, dmax, sil);
+	pfree(unit);
+	if (nb)
+		pfree(nb);
 	pfree(dist);
+	pfree(dsum);
+	pfree(dmax);
 }
 
 /* qsort comparator for doubles */
