@@ -637,6 +637,7 @@ typedef struct FitShared
 {
 	int64		n;
 	int32		k;
+	int32		n_init;			/* one run needs one label array, several two */
 	int32		nchunks;
 	int64		chunk_len;
 	bool		sorted_nb;		/* nb holds each center's others by distance */
@@ -750,7 +751,8 @@ FitLayout(FitShared *sh, bool with_points)
 	{
 		sh->off_x = FitPlace(&off, sizeof(CmlVec3) * n);
 		sh->off_labels[0] = FitPlace(&off, sizeof(int32) * n);
-		sh->off_labels[1] = FitPlace(&off, sizeof(int32) * n);
+		if (sh->n_init > 1)
+			sh->off_labels[1] = FitPlace(&off, sizeof(int32) * n);
 		sh->off_u = FitPlace(&off, sizeof(double) * n);
 		sh->off_l = FitPlace(&off, sizeof(double) * n);
 	}
@@ -781,7 +783,7 @@ FitAttach(Fit *f, FitShared *sh)
 	{
 		f->x = FIT_AT(sh, sh->off_x);
 		f->labels[0] = FIT_AT(sh, sh->off_labels[0]);
-		f->labels[1] = FIT_AT(sh, sh->off_labels[1]);
+		f->labels[1] = sh->off_labels[1] != 0 ? FIT_AT(sh, sh->off_labels[1]) : NULL;
 		f->u = FIT_AT(sh, sh->off_u);
 		f->l = FIT_AT(sh, sh->off_l);
 	}
@@ -822,7 +824,7 @@ FitWorkersWanted(int64 n)
  * first pass, while the leader prepares the points and seeds.
  */
 static void
-FitBegin(Fit *f, int64 n, int32 k)
+FitBegin(Fit *f, int64 n, int32 k, int32 n_init)
 {
 	FitShared	tmpl = {0};
 	int			nworkers = FitWorkersWanted(n);
@@ -830,6 +832,7 @@ FitBegin(Fit *f, int64 n, int32 k)
 
 	tmpl.n = n;
 	tmpl.k = k;
+	tmpl.n_init = n_init;
 	tmpl.sorted_nb = k <= LLOYD_SORTED_MAX_K;
 	if (nworkers > 0)
 	{
@@ -865,7 +868,7 @@ FitBegin(Fit *f, int64 n, int32 k)
 		pg_atomic_init_u32(&sh->next_chunk, 0);
 		FitAttach(f, sh);
 		f->labels[0] = BigAlloc(sizeof(int32) * n);
-		f->labels[1] = BigAlloc(sizeof(int32) * n);
+		f->labels[1] = n_init > 1 ? BigAlloc(sizeof(int32) * n) : NULL;
 	}
 	f->sum = palloc(sizeof(CmlVec3) * k);
 	f->cnt = palloc(sizeof(int64) * k);
@@ -1722,7 +1725,7 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "cinematic_ml k-means",
 								ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(cxt);
-	FitBegin(&f, n, o.k);
+	FitBegin(&f, n, o.k, o.n_init);
 
 	/*
 	 * Fit on the points in a canonical order, so the model depends only on
