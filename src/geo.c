@@ -87,3 +87,40 @@ CmlVecNormalize(CmlVec3 *v)
 	v->z /= n;
 	return true;
 }
+
+/* By distance, then index */
+static inline int
+CompareNeighbours(const CmlNeighbour *a, const CmlNeighbour *b)
+{
+	if (a->d != b->d)
+		return a->d < b->d ? -1 : 1;
+	return a->j < b->j ? -1 : a->j > b->j ? 1 : 0;
+}
+
+#define ST_SORT sort_neighbours
+#define ST_ELEMENT_TYPE CmlNeighbour
+#define ST_COMPARE(a, b) CompareNeighbours(a, b)
+#define ST_SCOPE static
+#define ST_DECLARE
+#define ST_DEFINE
+#include "lib/sort_template.h"
+
+/* Each point's others sorted by chord distance (see geo.h) */
+void
+CmlSortedNeighbours(const CmlVec3 *c, int32 k, CmlNeighbour *nb)
+{
+	for (int32 j = 0; j < k; j++)
+	{
+		CmlNeighbour *nj = nb + (int64) j * (k - 1);
+		int32		t = 0;
+
+		for (int32 j2 = 0; j2 < k; j2++)
+			if (j2 != j)
+			{
+				nj[t].d = sqrt(CmlChord2(c[j], c[j2]));
+				nj[t].j = j2;
+				t++;
+			}
+		sort_neighbours(nj, k - 1);
+	}
+}

@@ -169,4 +169,18 @@ extern double CmlHaversine(double lat1, double lon1, double lat2, double lon2);
 /* Normalise a vector to unit length; false when it is (nearly) zero */
 extern bool CmlVecNormalize(CmlVec3 *v);
 
+/* Another point of a set (a center, a zone's centroid) and its chord distance */
+typedef struct CmlNeighbour
+{
+	double		d;
+	int32		j;
+} CmlNeighbour;
+
+/*
+ * For each of the k points c[], its k - 1 others sorted by chord distance
+ * (then index), at nb + j (k - 1): lists that let a nearest-point search stop
+ * where the triangle inequality rules out the rest
+ */
+extern void CmlSortedNeighbours(const CmlVec3 *c, int32 k, CmlNeighbour *nb);
+
 #endif							/* CML_GEO_H */

@@ -513,30 +513,6 @@ GuessCell(const GuessGrid *gg, CmlVec3 v)
 	return cy * GUESS_GRID + cz;
 }
 
-/* Another center and its distance */
-typedef struct CenterNb
-{
-	double		d;
-	int32		j;
-} CenterNb;
-
-/* By distance, then index */
-static inline int
-CompareNb(const CenterNb *a, const CenterNb *b)
-{
-	if (a->d != b->d)
-		return a->d < b->d ? -1 : 1;
-	return a->j < b->j ? -1 : a->j > b->j ? 1 : 0;
-}
-
-#define ST_SORT sort_neighbours
-#define ST_ELEMENT_TYPE CenterNb
-#define ST_COMPARE(a, b) CompareNb(a, b)
-#define ST_SCOPE static
-#define ST_DECLARE
-#define ST_DEFINE
-#include "lib/sort_template.h"
-
 /* Up to this k, each center's others are sorted by distance at every iteration */
 #define LLOYD_SORTED_MAX_K 1024
 
@@ -556,7 +532,7 @@ CompareNb(const CenterNb *a, const CenterNb *b)
  * as NearestTwo, ties to the lowest index included.
  */
 static inline int32
-NearestTwoFrom(CmlVec3 x, const CmlVec3 *c, const CenterNb *nb, int32 k, int32 a,
+NearestTwoFrom(CmlVec3 x, const CmlVec3 *c, const CmlNeighbour *nb, int32 k, int32 a,
 			   double da2, double *d1, double *d2)
 {
 	int32		best = a;
@@ -684,13 +660,13 @@ typedef struct Fit
 	CmlVec3    *c;				/* centers */
 	double	   *drift;			/* how far each center moved, summed over the M-steps */
 	double	   *s;				/* half the distance to the nearest other center */
-	CenterNb   *nb;				/* each center's others by distance, or NULL */
+	CmlNeighbour   *nb;				/* each center's others by distance, or NULL */
 	CmlVec3    *dsum;			/* per chunk, k each: sums and counts, or changes */
 	int64	   *dcnt;
 	FitChunkOut *out;
 	/* the zone figures: centroids, their neighbours, per chunk sums, maxima, silhouette */
 	CmlVec3    *zunit;
-	CmlZoneNb  *znb;
+	CmlNeighbour  *znb;
 	double	   *zsum;
 	double	   *zmax;
 	double	   *zsil;
@@ -736,13 +712,13 @@ FitLayout(FitShared *sh, bool with_points)
 	sh->off_c = FitPlace(&off, sizeof(CmlVec3) * k);
 	sh->off_drift = FitPlace(&off, sizeof(double) * k);
 	sh->off_s = FitPlace(&off, sizeof(double) * k);
-	sh->off_nb = sh->sorted_nb ? FitPlace(&off, sizeof(CenterNb) * Max(k * (k - 1), 1)) : 0;
+	sh->off_nb = sh->sorted_nb ? FitPlace(&off, sizeof(CmlNeighbour) * Max(k * (k - 1), 1)) : 0;
 	sh->off_dsum = FitPlace(&off, sizeof(CmlVec3) * k * sh->nchunks);
 	sh->off_dcnt = FitPlace(&off, sizeof(int64) * k * sh->nchunks);
 	sh->off_out = FitPlace(&off, sizeof(FitChunkOut) * sh->nchunks);
 	sh->off_zunit = FitPlace(&off, sizeof(CmlVec3) * k);
 	sh->off_znb = CmlZoneNeighbourCount(k) > 0 ?
-		FitPlace(&off, sizeof(CmlZoneNb) * CmlZoneNeighbourCount(k)) : 0;
+		FitPlace(&off, sizeof(CmlNeighbour) * CmlZoneNeighbourCount(k)) : 0;
 	sh->off_zsum = FitPlace(&off, sizeof(double) * k * sh->nchunks);
 	sh->off_zmax = FitPlace(&off, sizeof(double) * k * sh->nchunks);
 	sh->off_zsil = FitPlace(&off, sizeof(double) * 2 * sh->nchunks);
@@ -1171,21 +1147,9 @@ LloydHalfGaps(Fit *f)
 
 	if (f->nb != NULL)
 	{
+		CmlSortedNeighbours(f->c, k, f->nb);
 		for (int32 j = 0; j < k; j++)
-		{
-			CenterNb   *nb = f->nb + (int64) j * (k - 1);
-			int32		t = 0;
-
-			for (int32 j2 = 0; j2 < k; j2++)
-				if (j2 != j)
-				{
-					nb[t].d = sqrt(CmlChord2(f->c[j], f->c[j2]));
-					nb[t].j = j2;
-					t++;
-				}
-			sort_neighbours(nb, k - 1);
-			f->s[j] = k > 1 ? 0.5 * nb[0].d : INFINITY;
-		}
+			f->s[j] = k > 1 ? 0.5 * f->nb[(int64) j * (k - 1)].d : INFINITY;
 		return;
 	}
 	for (int32 j = 0; j < k; j++)
@@ -1408,7 +1372,7 @@ KmeansFitVectors(Fit *f, const KmeansOptions *o, CmlVec3 *scratch, int32 **label
 	for (int32 z = 0; z < o->k; z++)
 		f->zunit[z] = model->zones[z].unit;
 	if (f->znb != NULL)
-		CmlZoneNeighbours(f->zunit, o->k, f->znb);
+		CmlSortedNeighbours(f->zunit, o->k, f->znb);
 	f->sh->zstride = CmlZoneStride(n, o->k);
 	f->sh->cur = best_labels;
 	FitRunPass(f, FIT_PASS_ZONES);

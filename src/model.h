@@ -144,18 +144,11 @@ extern void CmlComputeZones(CmlModel *model, const CmlVec3 *pts, const int32 *la
 							int64 n, const CmlVec3 *centers);
 
 /* ... and the same in steps, the middle one by ranges of points (see zones.c) */
-typedef struct CmlZoneNb
-{
-	double		d;				/* chord between the two zones' centroids */
-	int32		z;
-} CmlZoneNb;
-
 extern void CmlZoneCentroids(CmlModel *m, const CmlVec3 *x, const int32 *labels, int64 n,
 							 const CmlVec3 *centers);
 extern int64 CmlZoneStride(int64 n, int32 nz);
 extern int64 CmlZoneNeighbourCount(int32 nz);
-extern void CmlZoneNeighbours(const CmlVec3 *unit, int32 nz, CmlZoneNb *nb);
-extern void CmlZoneScan(const CmlVec3 *unit, int32 nz, const CmlZoneNb *nb, const CmlVec3 *x,
+extern void CmlZoneScan(const CmlVec3 *unit, int32 nz, const CmlNeighbour *nb, const CmlVec3 *x,
 						const int32 *labels, int64 i0, int64 i1, int64 stride, double *dist,
 						double *dsum, double *dmax, double *sil);
 extern void CmlZoneFinish(CmlModel *m, const int32 *labels, int64 n, const double *dist,

@@ -57,43 +57,11 @@ SelectKth(double *a, int64 n, int64 k)
 /* Up to this many zones, the silhouette visits the other zones by distance */
 #define SILHOUETTE_SORTED_MAX 256
 
-/* qsort comparator: by distance, then zone */
-static int
-CompareZoneNb(const void *pa, const void *pb)
-{
-	const CmlZoneNb *a = pa;
-	const CmlZoneNb *b = pb;
-
-	if (a->d != b->d)
-		return a->d < b->d ? -1 : 1;
-	return (a->z > b->z) - (a->z < b->z);
-}
-
 /* How many sorted neighbours (nz - 1 for each zone) the silhouette uses: 0 for none */
 int64
 CmlZoneNeighbourCount(int32 nz)
 {
 	return nz >= 2 && nz <= SILHOUETTE_SORTED_MAX ? (int64) nz * (nz - 1) : 0;
-}
-
-/* Each zone's others sorted by the chord distance between their centroids */
-void
-CmlZoneNeighbours(const CmlVec3 *unit, int32 nz, CmlZoneNb *nb)
-{
-	for (int32 z = 0; z < nz; z++)
-	{
-		CmlZoneNb  *zn = nb + (int64) z * (nz - 1);
-		int32		t = 0;
-
-		for (int32 j = 0; j < nz; j++)
-			if (j != z)
-			{
-				zn[t].d = sqrt(CmlChord2(unit[z], unit[j]));
-				zn[t].z = j;
-				t++;
-			}
-		qsort(zn, nz - 1, sizeof(CmlZoneNb), CompareZoneNb);
-	}
 }
 
 /*
@@ -104,14 +72,14 @@ CmlZoneNeighbours(const CmlVec3 *unit, int32 nz, CmlZoneNb *nb)
  * all.
  */
 static double
-NearestOtherZone(const CmlVec3 *unit, int32 nz, const CmlZoneNb *nb, CmlVec3 v, int32 z,
+NearestOtherZone(const CmlVec3 *unit, int32 nz, const CmlNeighbour *nb, CmlVec3 v, int32 z,
 				 double a2)
 {
 	double		b = INFINITY;
 
 	if (nb != NULL)
 	{
-		const CmlZoneNb *zn = nb + (int64) z * (nz - 1);
+		const CmlNeighbour *zn = nb + (int64) z * (nz - 1);
 		double		ua = sqrt(a2);
 
 		for (int32 t = 0; t < nz - 1; t++)
@@ -121,7 +89,7 @@ NearestOtherZone(const CmlVec3 *unit, int32 nz, const CmlZoneNb *nb, CmlVec3 v, 
 
 			if (gap > 0.0 && gap * gap > b * (1.0 + 1e-9))
 				break;
-			d = CmlChord2(v, unit[zn[t].z]);
+			d = CmlChord2(v, unit[zn[t].j]);
 			if (d < b)
 				b = d;
 		}
@@ -208,11 +176,11 @@ CmlZoneStride(int64 n, int32 nz)
  * Points [i0, i1): each one's distance to its zone's centroid (unit[]) into
  * dist[i]; per zone, the sum and the largest of them into dsum[] and dmax[]
  * (nz each, zeroed here); the silhouette terms of the sampled points into
- * sil[0] (their sum) and sil[1] (their number).  nb: CmlZoneNeighbours or
- * NULL.
+ * sil[0] (their sum) and sil[1] (their number).  nb: CmlSortedNeighbours of
+ * unit[], or NULL.
  */
 void
-CmlZoneScan(const CmlVec3 *unit, int32 nz, const CmlZoneNb *nb, const CmlVec3 *x,
+CmlZoneScan(const CmlVec3 *unit, int32 nz, const CmlNeighbour *nb, const CmlVec3 *x,
 			const int32 *labels, int64 i0, int64 i1, int64 stride, double *dist,
 			double *dsum, double *dmax, double *sil)
 {
@@ -360,7 +328,7 @@ CmlComputeZones(CmlModel *m, const CmlVec3 *x, const int32 *labels, int64 n,
 	int32		nz = m->n_zones;
 	CmlVec3    *unit = palloc(sizeof(CmlVec3) * Max(nz, 1));
 	int64		nnb;
-	CmlZoneNb  *nb = NULL;
+	CmlNeighbour  *nb = NULL;
 	double	   *dist = palloc_extended(sizeof(double) * Max(n, 1), MCXT_ALLOC_HUGE);
 	double	   *dsum = palloc(sizeof(double) * Max(nz, 1));
 	double	   *dmax = palloc(sizeof(double) * Max(nz, 1));
@@ -372,8 +340,8 @@ CmlComputeZones(CmlModel *m, const CmlVec3 *x, const int32 *labels, int64 n,
 	nnb = CmlZoneNeighbourCount(nz);
 	if (nnb > 0)
 	{
-		nb = palloc(sizeof(CmlZoneNb) * nnb);
-		CmlZoneNeighbours(unit, nz, nb);
+		nb = palloc(sizeof(CmlNeighbour) * nnb);
+		CmlSortedNeighbours(unit, nz, nb);
 	}
 	CmlZoneScan(unit, nz, nb, x, labels, 0, n, CmlZoneStride(n, nz), dist, dsum, dmax, sil);
 	CmlZoneFinish(m, labels, n, dist, 1, dsum, dmax, sil);
