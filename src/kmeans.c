@@ -9,7 +9,7 @@
  * change an assignment, so the result is the one plain Lloyd reaches from the
  * same seeds.  Inertia is the sum of squared chord distances in metres
  * (scikit-learn on unit vectors scaled by the Earth's radius gives the same
- * number).  The points are fitted in a canonical order, (lat, lon), so the
+ * number).  The points are fitted in a canonical order, a Z-order of (lat, lon), so the
  * model depends only on the set of points and the seed.  From 200,000 points
  * the passes over them run in parallel workers (as many as
  * max_parallel_workers_per_gather and the CPUs allow), with the same result
@@ -1402,17 +1402,22 @@ CmlKmeansCheckParams(Jsonb *params)
 /*
  * ---------- the canonical order of the points ----------
  *
- * The points are fitted in (lat, lon) order, so the model depends only on the
- * set of points and the seed.  The order is computed by an LSD radix sort on
- * order-preserving integer images of the latitudes, then the runs of equal
- * latitude (rare unless the data has duplicates) by longitude.
+ * The points are fitted in a canonical order, so the model depends only on
+ * the set of points and the seed.  The order is the Z-order (Morton order) of
+ * the order-preserving integer images of (lat, lon): their bits interleaved,
+ * latitude first, into a 128-bit key.  The key is a one-to-one image of the
+ * point, so the order is total, and it keeps near points near in the array:
+ * Lloyd's passes test runs of consecutive points as blocks.  It is computed
+ * by an LSD radix sort on the key's high word, then the runs that agree on
+ * the digits sorted (short, unless points are within millimetres) by the
+ * whole key.
  */
 
-/* A point's sort key (its latitude's image), longitude and input position */
+/* A point's Z-order key and input position */
 typedef struct OrderedPoint
 {
-	uint64		key;
-	double		lon;
+	uint64		hi;
+	uint64		lo;
 	int64		pos;
 } OrderedPoint;
 
@@ -1439,14 +1444,62 @@ OrderKeyValue(uint64 key)
 	return v;
 }
 
-/* Order of two points by (lat, lon) (equal points: any order) */
+/* The low 32 bits of v spread to the even bits of the result */
+static inline uint64
+SpreadBits(uint64 v)
+{
+	v &= UINT64CONST(0xFFFFFFFF);
+	v = (v | (v << 16)) & UINT64CONST(0x0000FFFF0000FFFF);
+	v = (v | (v << 8)) & UINT64CONST(0x00FF00FF00FF00FF);
+	v = (v | (v << 4)) & UINT64CONST(0x0F0F0F0F0F0F0F0F);
+	v = (v | (v << 2)) & UINT64CONST(0x3333333333333333);
+	v = (v | (v << 1)) & UINT64CONST(0x5555555555555555);
+	return v;
+}
+
+/* The even bits of v gathered into 32 bits: SpreadBits' inverse */
+static inline uint64
+GatherBits(uint64 v)
+{
+	v &= UINT64CONST(0x5555555555555555);
+	v = (v | (v >> 1)) & UINT64CONST(0x3333333333333333);
+	v = (v | (v >> 2)) & UINT64CONST(0x0F0F0F0F0F0F0F0F);
+	v = (v | (v >> 4)) & UINT64CONST(0x00FF00FF00FF00FF);
+	v = (v | (v >> 8)) & UINT64CONST(0x0000FFFF0000FFFF);
+	v = (v | (v >> 16)) & UINT64CONST(0x00000000FFFFFFFF);
+	return v;
+}
+
+/* A point's Z-order key (position 0) */
+static inline OrderedPoint
+PointKey(double lat, double lon)
+{
+	uint64		a = OrderKey(lat);
+	uint64		b = OrderKey(lon);
+	OrderedPoint p;
+
+	p.hi = (SpreadBits(a >> 32) << 1) | SpreadBits(b >> 32);
+	p.lo = (SpreadBits(a) << 1) | SpreadBits(b);
+	p.pos = 0;
+	return p;
+}
+
+/* The point of a Z-order key (-0.0 comes back as 0.0) */
+static inline void
+PointOfKey(const OrderedPoint *p, double *lat, double *lon)
+{
+	*lat = OrderKeyValue((GatherBits(p->hi >> 1) << 32) | GatherBits(p->lo >> 1));
+	*lon = OrderKeyValue((GatherBits(p->hi) << 32) | GatherBits(p->lo));
+}
+
+/* Z-order of two points (equal points: any order) */
 static inline int
 ComparePointOrder(const OrderedPoint *a, const OrderedPoint *b)
 {
-	if (a->key != b->key)
-		return a->key < b->key ? -1 : 1;
-	if (a->lon != b->lon)
-		return a->lon < b->lon ? -1 : 1;
+	if (a->hi != b->hi)
+		return a->hi < b->hi ? -1 : 1;
+	if (a->lo != b->lo)
+		return a->lo < b->lo ? -1 : 1;
 	return 0;
 }
 
@@ -1485,22 +1538,16 @@ MergeRuns(const CmlPoints *pts, OrderedPoint *a, CmlVec3 *x)
 	int32		nr = pts->nruns;
 	int64		cur[MERGE_MAX_RUNS];
 	int64		end[MERGE_MAX_RUNS];
-	uint64		hk[MERGE_MAX_RUNS];
-	double		hl[MERGE_MAX_RUNS];
+	OrderedPoint head[MERGE_MAX_RUNS];
 	const double *ll = pts->ll;
+	/* an exhausted run's head: above any point's key (that of NaN, NaN) */
+	const OrderedPoint done = {PG_UINT64_MAX, PG_UINT64_MAX, 0};
 
-	/* an exhausted run's head is above any point's (lon <= 180) */
 	for (int32 r = 0; r < nr; r++)
 	{
 		cur[r] = r > 0 ? pts->run_end[r - 1] : 0;
 		end[r] = pts->run_end[r];
-		hk[r] = PG_UINT64_MAX;
-		hl[r] = INFINITY;
-		if (cur[r] < end[r])
-		{
-			hk[r] = OrderKey(ll[2 * cur[r]]);
-			hl[r] = ll[2 * cur[r] + 1] + 0.0;
-		}
+		head[r] = cur[r] < end[r] ? PointKey(ll[2 * cur[r]], ll[2 * cur[r] + 1]) : done;
 	}
 	for (int64 i = 0; i < pts->n; i++)
 	{
@@ -1508,36 +1555,30 @@ MergeRuns(const CmlPoints *pts, OrderedPoint *a, CmlVec3 *x)
 		int64		at;
 
 		for (int32 r = 1; r < nr; r++)
-			b = (hk[r] < hk[b] || (hk[r] == hk[b] && hl[r] < hl[b])) ? r : b;
+			b = ComparePointOrder(&head[r], &head[b]) < 0 ? r : b;
 		at = cur[b]++;
 		if (x)
-			x[i] = CmlLatLonToVec(OrderKeyValue(hk[b]), hl[b]);
+			x[i] = CmlLatLonToVec(ll[2 * at] + 0.0, ll[2 * at + 1] + 0.0);	/* as PointOfKey */
 		else
 		{
-			a[i].key = hk[b];
-			a[i].lon = hl[b];
+			a[i] = head[b];
 			a[i].pos = at;
 		}
 		if (cur[b] < end[b])
 		{
-			uint64		k = OrderKey(ll[2 * at + 2]);
-			double		l = ll[2 * at + 3] + 0.0;
+			OrderedPoint next = PointKey(ll[2 * at + 2], ll[2 * at + 3]);
 
-			if (unlikely(k < hk[b] || (k == hk[b] && l < hl[b])))
+			if (unlikely(ComparePointOrder(&next, &head[b]) < 0))
 				elog(ERROR, "partial k-means state out of order. Please report a bug.");
-			hk[b] = k;
-			hl[b] = l;
+			head[b] = next;
 		}
 		else
-		{
-			hk[b] = PG_UINT64_MAX;
-			hl[b] = INFINITY;
-		}
+			head[b] = done;
 	}
 }
 
 /*
- * The points in (lat, lon) order: an array of n OrderedPoint allocated (huge)
+ * The points in canonical order: an array of n OrderedPoint allocated (huge)
  * in the current context, and in *spare another one, free for the caller's use.
  */
 static OrderedPoint *
@@ -1565,12 +1606,12 @@ CanonicalOrder(const CmlPoints *pts, OrderedPoint **spare)
 	count = palloc0(sizeof(int64) * RADIX_DIGITS * RADIX_SIZE);
 	for (int64 i = 0; i < n; i++)
 	{
-		uint64		key = OrderKey(ll[2 * i]);
+		uint64		key;
 
-		a[i].key = key;
-		a[i].lon = ll[2 * i + 1] + 0.0;	/* -0.0 becomes 0.0 */
+		a[i] = PointKey(ll[2 * i], ll[2 * i + 1]);
 		a[i].pos = i;
-		diff |= key ^ a[0].key;
+		key = a[i].hi;
+		diff |= key ^ a[0].hi;
 		for (int d = 0; d < RADIX_DIGITS; d++)
 			count[d * RADIX_SIZE + ((key >> (d * RADIX_BITS)) & (RADIX_SIZE - 1))]++;
 	}
@@ -1600,7 +1641,7 @@ CanonicalOrder(const CmlPoints *pts, OrderedPoint **spare)
 			total += cnt;
 		}
 		for (int64 i = 0; i < n; i++)
-			b[c[(a[i].key >> shift) & (RADIX_SIZE - 1)]++] = a[i];
+			b[c[(a[i].hi >> shift) & (RADIX_SIZE - 1)]++] = a[i];
 		swap = a;
 		a = b;
 		b = swap;
@@ -1615,7 +1656,7 @@ CanonicalOrder(const CmlPoints *pts, OrderedPoint **spare)
 	{
 		int64		j = i + 1;
 
-		while (j < n && ((a[j].key ^ a[i].key) & mask) == 0)
+		while (j < n && ((a[j].hi ^ a[i].hi) & mask) == 0)
 			j++;
 		if (j - i > SMALL_RUN)
 			sort_points(a + i, j - i);
@@ -1653,10 +1694,12 @@ CmlKmeansCanonicalPoints(const CmlPoints *pts, char *out)
 
 	for (int64 i = 0; i < pts->n; i++)
 	{
-		double		lat = OrderKeyValue(order[i].key);
+		double		lat;
+		double		lon;
 
+		PointOfKey(&order[i], &lat, &lon);
 		memcpy(out + 16 * i, &lat, sizeof(double));
-		memcpy(out + 16 * i + 8, &order[i].lon, sizeof(double));
+		memcpy(out + 16 * i + 8, &lon, sizeof(double));
 	}
 	pfree(order);
 	pfree(spare);
@@ -1718,7 +1761,13 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 			f.x = (CmlVec3 *) spare;
 		x = f.x;
 		for (int64 i = 0; i < n; i++)
-			x[i] = CmlLatLonToVec(OrderKeyValue(order[i].key), order[i].lon);
+		{
+			double		lat;
+			double		lon;
+
+			PointOfKey(&order[i], &lat, &lon);
+			x[i] = CmlLatLonToVec(lat, lon);
+		}
 	}
 	if (labels_out)
 	{
