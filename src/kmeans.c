@@ -4,12 +4,13 @@
  * k-means++ seeding (greedy, 2 + ln k local trials, as scikit-learn, with
  * the triangle inequality skipping the points a candidate cannot get nearer
  * to), several initialisations keeping the lowest inertia, and Lloyd's
- * iterations accelerated with Hamerly's bounds and each center's neighbours
- * sorted by distance: these only skip distance computations that cannot
- * change an assignment, so the result is the one plain Lloyd reaches from the
- * same seeds.  Inertia is the sum of squared chord distances in metres
+ * iterations accelerated with Hamerly's bounds, kept for tiles of nearby
+ * points as long as each tile's points share a center, and each center's
+ * neighbours sorted by distance: these only skip distance computations that
+ * cannot change an assignment, so the result is the one plain Lloyd reaches
+ * from the same seeds.  Inertia is the sum of squared chord distances in metres
  * (scikit-learn on unit vectors scaled by the Earth's radius gives the same
- * number).  The points are fitted in a canonical order, a Z-order of (lat, lon), so the
+ * number).  The points are fitted in a canonical order, (lat, lon), so the
  * model depends only on the set of points and the seed.  From 200,000 points
  * the passes over them run in parallel workers (as many as
  * max_parallel_workers_per_gather and the CPUs allow), with the same result
@@ -486,43 +487,8 @@ NearestTwo(CmlVec3 p, const CmlVec3 *c, int32 k, double *d1, double *d2)
 	return best;
 }
 
-/*
- * Where to start each point's first nearest-center search: the center found
- * last for a point in the same cell of a grid over the vectors' (y, z) box
- * (a guess: the search is exact from any start)
- */
-#define GUESS_GRID 128
-
-typedef struct GuessGrid
-{
-	double		y0;
-	double		ys;				/* cells per unit of y */
-	double		z0;
-	double		zs;
-} GuessGrid;
-
-/* The grid cell of a vector */
-static inline int32
-GuessCell(const GuessGrid *gg, CmlVec3 v)
-{
-	int32		cy = (int32) ((v.y - gg->y0) * gg->ys);
-	int32		cz = (int32) ((v.z - gg->z0) * gg->zs);
-
-	cy = Min(Max(cy, 0), GUESS_GRID - 1);
-	cz = Min(Max(cz, 0), GUESS_GRID - 1);
-	return cy * GUESS_GRID + cz;
-}
-
 /* Up to this k, each center's others are sorted by distance at every iteration */
 #define LLOYD_SORTED_MAX_K 1024
-
-#define LLOYD_BLOCK 2048
-
-#if defined(__GNUC__) || defined(__clang__)
-#define PREFETCH(addr) __builtin_prefetch(addr)
-#else
-#define PREFETCH(addr) ((void) 0)
-#endif
 
 /*
  * The nearest and second nearest centers of x, knowing the squared distance
@@ -568,7 +534,11 @@ NearestTwoFrom(CmlVec3 x, const CmlVec3 *c, const CmlNeighbour *nb, int32 k, int
  *
  * Every pass over the points (the first assignment, each E-step, the
  * inertia) goes by chunks of consecutive points, which depend only on n and
- * k.  A chunk writes its own sums, changes and inertia, and the leader adds
+ * k.  The points are in tile order, so a tile of FIT_TILE consecutive points is
+ * a small patch of the map: the first assignment and the E-steps test a
+ * tile as a whole, with Hamerly's bounds for all its points, and look at its
+ * points one by one only when it straddles two centers' cells.  A chunk
+ * writes its own sums, changes and inertia, and the leader adds
  * them up in chunk order: the arithmetic, hence the model, is the same
  * whether one process did every chunk or parallel workers shared them.  With
  * workers, the points, labels and bounds live in a dynamic shared memory
@@ -577,7 +547,8 @@ NearestTwoFrom(CmlVec3 x, const CmlVec3 *c, const CmlNeighbour *nb, int32 k, int
  * the k centers between passes (M-step, gaps, re-seeding of empty clusters).
  */
 
-#define FIT_CHUNK_MIN 32768			/* points in a chunk, at least ... */
+#define FIT_TILE 32					/* points in a tile */
+#define FIT_CHUNK_MIN 32768			/* points in a chunk (whole tiles), at least ... */
 #define FIT_MAX_CHUNKS 64			/* ... in at most this many chunks ... */
 #define FIT_MAX_CHUNK_SUMS (1 << 20)	/* ... with at most this many sums (chunks x k) */
 
@@ -620,7 +591,7 @@ typedef struct FitShared
 	FitPass		pass;			/* what the participants are to do */
 	int32		cur;			/* which label array the current run writes */
 	double		drift_max;		/* the largest move of each M-step, summed */
-	GuessGrid	box;			/* the first assignment's guess grid */
+	bool		tiles_ready;	/* tsum, tq and trad are set (by the first pass) */
 	int64		zstride;		/* the silhouette's sampling stride */
 	pg_atomic_uint32 next_chunk;
 	Barrier		barrier;
@@ -636,6 +607,12 @@ typedef struct FitShared
 	Size		off_zsum;
 	Size		off_zmax;
 	Size		off_zsil;
+	Size		off_tsum;
+	Size		off_tq;
+	Size		off_trad;
+	Size		off_ta;
+	Size		off_tu;
+	Size		off_tl;
 	Size		off_x;
 	Size		off_labels[2];
 	Size		off_u;
@@ -657,6 +634,18 @@ typedef struct Fit
 	 */
 	double	   *u;
 	double	   *l;
+	/*
+	 * The tiles: sum of their points, center q (their mean) and radius (no
+	 * point farther from q); the center of all their points (-1: they are
+	 * split, each with its own center and bounds), and then bounds as above
+	 * that hold for each of them
+	 */
+	CmlVec3    *tsum;
+	CmlVec3    *tq;
+	double	   *trad;
+	int32	   *ta;
+	double	   *tu;
+	double	   *tl;
 	CmlVec3    *c;				/* centers */
 	double	   *drift;			/* how far each center moved, summed over the M-steps */
 	double	   *s;				/* half the distance to the nearest other center */
@@ -670,10 +659,6 @@ typedef struct Fit
 	double	   *zsum;
 	double	   *zmax;
 	double	   *zsil;
-	/* this participant's scratch */
-	int32	   *last;			/* guess grid: the center found last in each cell */
-	int32	   *cand;			/* a block's points that need a look */
-	double	   *candz;
 	/* the leader's */
 	CmlVec3    *sum;			/* sum and count of each center's points */
 	int64	   *cnt;
@@ -702,12 +687,15 @@ FitLayout(FitShared *sh, bool with_points)
 	Size		k = sh->k;
 	Size		n = sh->n;
 	int64		nc;
+	Size		nt;
 
 	nc = (sh->n + FIT_CHUNK_MIN - 1) / FIT_CHUNK_MIN;
 	nc = Min(nc, FIT_MAX_CHUNKS);
 	nc = Min(nc, FIT_MAX_CHUNK_SUMS / sh->k);
 	sh->nchunks = (int32) Max(nc, 1);
 	sh->chunk_len = (sh->n + sh->nchunks - 1) / sh->nchunks;
+	sh->chunk_len = (sh->chunk_len + FIT_TILE - 1) / FIT_TILE * FIT_TILE;
+	nt = (sh->n + FIT_TILE - 1) / FIT_TILE;
 
 	sh->off_c = FitPlace(&off, sizeof(CmlVec3) * k);
 	sh->off_drift = FitPlace(&off, sizeof(double) * k);
@@ -722,6 +710,12 @@ FitLayout(FitShared *sh, bool with_points)
 	sh->off_zsum = FitPlace(&off, sizeof(double) * k * sh->nchunks);
 	sh->off_zmax = FitPlace(&off, sizeof(double) * k * sh->nchunks);
 	sh->off_zsil = FitPlace(&off, sizeof(double) * 2 * sh->nchunks);
+	sh->off_tsum = FitPlace(&off, sizeof(CmlVec3) * nt);
+	sh->off_tq = FitPlace(&off, sizeof(CmlVec3) * nt);
+	sh->off_trad = FitPlace(&off, sizeof(double) * nt);
+	sh->off_ta = FitPlace(&off, sizeof(int32) * nt);
+	sh->off_tu = FitPlace(&off, sizeof(double) * nt);
+	sh->off_tl = FitPlace(&off, sizeof(double) * nt);
 	sh->off_x = sh->off_labels[0] = sh->off_labels[1] = sh->off_u = sh->off_l = 0;
 	if (with_points)
 	{
@@ -755,6 +749,12 @@ FitAttach(Fit *f, FitShared *sh)
 	f->zsum = FIT_AT(sh, sh->off_zsum);
 	f->zmax = FIT_AT(sh, sh->off_zmax);
 	f->zsil = FIT_AT(sh, sh->off_zsil);
+	f->tsum = FIT_AT(sh, sh->off_tsum);
+	f->tq = FIT_AT(sh, sh->off_tq);
+	f->trad = FIT_AT(sh, sh->off_trad);
+	f->ta = FIT_AT(sh, sh->off_ta);
+	f->tu = FIT_AT(sh, sh->off_tu);
+	f->tl = FIT_AT(sh, sh->off_tl);
 	if (sh->off_x != 0)
 	{
 		f->x = FIT_AT(sh, sh->off_x);
@@ -763,9 +763,6 @@ FitAttach(Fit *f, FitShared *sh)
 		f->u = FIT_AT(sh, sh->off_u);
 		f->l = FIT_AT(sh, sh->off_l);
 	}
-	f->last = palloc(sizeof(int32) * GUESS_GRID * GUESS_GRID);
-	f->cand = palloc(sizeof(int32) * LLOYD_BLOCK);
-	f->candz = palloc(sizeof(double) * LLOYD_BLOCK);
 }
 
 /*
@@ -890,9 +887,100 @@ FitEnd(Fit *f)
 	f->pcxt = NULL;
 }
 
-/* The first assignment of a chunk's points, and their sums */
+/* Tile t's points: [t * FIT_TILE, Min((t + 1) * FIT_TILE, n)) */
+#define TILE_START(t) ((int64) (t) * FIT_TILE)
+#define TILE_END(sh, t) Min(TILE_START(t) + FIT_TILE, (sh)->n)
+
+/* The sum, center and radius of tiles [t0, t1) */
 static void
-FitFirstChunk(Fit *f, int32 ch, int64 i0, int64 i1)
+FitTilesChunk(Fit *f, int64 t0, int64 t1)
+{
+	const FitShared *sh = f->sh;
+	const CmlVec3 *x = f->x;
+
+	for (int64 t = t0; t < t1; t++)
+	{
+		int64		i0 = TILE_START(t);
+		int64		i1 = TILE_END(sh, t);
+		CmlVec3		sum = {0, 0, 0};
+		CmlVec3		q;
+		double		r2 = 0.0;
+
+		for (int64 i = i0; i < i1; i++)
+		{
+			sum.x += x[i].x;
+			sum.y += x[i].y;
+			sum.z += x[i].z;
+		}
+		q.x = sum.x / (i1 - i0);
+		q.y = sum.y / (i1 - i0);
+		q.z = sum.z / (i1 - i0);
+		for (int64 i = i0; i < i1; i++)
+			r2 = Max(r2, CmlChord2(x[i], q));
+		f->tsum[t] = sum;
+		f->tq[t] = q;
+		/* rounded outwards: no point is farther from q */
+		f->trad[t] = sqrt(r2) * (1.0 + 1e-12) + 1e-15;
+	}
+}
+
+/* The nearest two centers of x, from center g on */
+static inline int32
+NearestTwoOf(const Fit *f, CmlVec3 x, int32 g, double *d1, double *d2)
+{
+	if (f->nb != NULL)
+		return NearestTwoFrom(x, f->c, f->nb + (int64) g * (f->sh->k - 1), f->sh->k, g,
+							  CmlChord2(x, f->c[g]), d1, d2);
+	return NearestTwo(x, f->c, f->sh->k, d1, d2);
+}
+
+/*
+ * After a look at a split tile's points one by one: when they all have the
+ * same center, the tile is whole again, with the loosest of their bounds
+ */
+static inline void
+FitTryJoin(Fit *f, int64 t)
+{
+	int64		i0 = TILE_START(t);
+	int64		i1 = TILE_END(f->sh, t);
+	int32		a = f->a[i0];
+	double		u = f->u[i0];
+	double		l = f->l[i0];
+
+	for (int64 i = i0 + 1; i < i1; i++)
+	{
+		if (f->a[i] != a)
+			return;
+		u = Max(u, f->u[i]);
+		l = Min(l, f->l[i]);
+	}
+	f->ta[t] = a;
+	f->tu[t] = u;
+	f->tl[t] = l;
+}
+
+/* Split whole tile t: its bounds become each of its points' */
+static inline void
+FitSplit(Fit *f, int64 t)
+{
+	for (int64 i = TILE_START(t); i < TILE_END(f->sh, t); i++)
+	{
+		f->u[i] = f->tu[t];
+		f->l[i] = f->tl[t];
+	}
+	f->ta[t] = -1;
+}
+
+/*
+ * The first assignment of a chunk's tiles, and their sums (the first time,
+ * the tiles' figures are computed on the way).  A tile goes
+ * whole to the center nearest its own center q when the second nearest is
+ * farther by more than twice the tile's radius (so it is every point's
+ * nearest: the same answer as a look at each); the other tiles' points are
+ * assigned one by one.
+ */
+static void
+FitFirstChunk(Fit *f, int32 ch, int64 t0, int64 t1)
 {
 	const FitShared *sh = f->sh;
 	int32		k = sh->k;
@@ -900,48 +988,69 @@ FitFirstChunk(Fit *f, int32 ch, int64 i0, int64 i1)
 	int32	   *a = f->a;
 	CmlVec3    *sum = f->dsum + (int64) ch * k;
 	int64	   *cnt = f->dcnt + (int64) ch * k;
+	int32		g = 0;
 
 	memset(sum, 0, sizeof(CmlVec3) * k);
 	memset(cnt, 0, sizeof(int64) * k);
-	for (int32 g = 0; g < GUESS_GRID * GUESS_GRID; g++)
-		f->last[g] = -1;
-	for (int64 i = i0; i < i1; i++)
+	if (!sh->tiles_ready)
+		FitTilesChunk(f, t0, t1);
+	for (int64 t = t0; t < t1; t++)
 	{
+		int64		i0 = TILE_START(t);
+		int64		i1 = TILE_END(sh, t);
+		double		d1;
+		double		d2;
 		int32		j;
 
-		if (f->nb != NULL)
+		/* the search starts from the previous tile's center: a near tile */
+		j = NearestTwoOf(f, f->tq[t], g, &d1, &d2);
+		g = j;
+		if ((d2 - d1) * (1.0 - 1e-12) - 1e-15 > 2.0 * f->trad[t])
 		{
-			/* the search starts from the center last found in the same cell */
-			int32		cell = GuessCell(&sh->box, x[i]);
-			int32		g = f->last[cell] >= 0 ? f->last[cell] : i > i0 ? a[i - 1] : 0;
-
-			j = NearestTwoFrom(x[i], f->c, f->nb + (int64) g * (k - 1), k, g,
-							   CmlChord2(x[i], f->c[g]), &f->u[i], &f->l[i]);
-			f->last[cell] = j;
+			f->ta[t] = j;
+			f->tu[t] = d1 + f->trad[t] - f->drift[j];
+			f->tl[t] = d2 - f->trad[t] + sh->drift_max;
+			for (int64 i = i0; i < i1; i++)
+				a[i] = j;
+			sum[j].x += f->tsum[t].x;
+			sum[j].y += f->tsum[t].y;
+			sum[j].z += f->tsum[t].z;
+			cnt[j] += i1 - i0;
+			continue;
 		}
-		else
-			j = NearestTwo(x[i], f->c, k, &f->u[i], &f->l[i]);
-		a[i] = j;
-		sum[j].x += x[i].x;
-		sum[j].y += x[i].y;
-		sum[j].z += x[i].z;
-		cnt[j]++;
+		for (int64 i = i0; i < i1; i++)
+		{
+			double		ui;
+			double		li;
+			int32		b = NearestTwoOf(f, x[i], g, &ui, &li);
+
+			f->u[i] = ui - f->drift[b];
+			f->l[i] = li + sh->drift_max;
+			a[i] = b;
+			sum[b].x += x[i].x;
+			sum[b].y += x[i].y;
+			sum[b].z += x[i].z;
+			cnt[b]++;
+		}
+		f->ta[t] = -1;
+		FitTryJoin(f, t);
 	}
 	f->out[ch].changed = 0;
 }
 
 /*
- * E-step of a chunk with Hamerly's test: a point whose upper bound is below
- * max(s, lower bound) keeps its center, the others get a tight upper bound
- * and, if still needed, a search of the centers.  A tiny slack keeps rounding
- * from skipping a real change.  Each block is tested in one pass that lists
- * the points needing a look, then those are looked at, in the same order,
- * with their vectors prefetched (they are few and scattered).  The chunk's
- * changes to the sums and the number of points that changed center go to
- * its slots.
+ * E-step of a chunk's tiles with Hamerly's test, first on whole tiles (their
+ * bounds hold for each of their points), then on the points of split ones.
+ * A whole tile whose upper bound is below max(s, lower bound) keeps its
+ * center; otherwise it gets a tight upper bound (distance from its center q
+ * plus its radius), and if that is not enough it is split.  A point's test
+ * is the same; a point that fails it gets a tight upper bound and, if still
+ * needed, a search of the centers.  A tiny slack keeps rounding from
+ * skipping a real change.  The chunk's changes to the sums and the number of
+ * points that changed center go to its slots.
  */
 static pg_noinline void
-FitAssignChunk(Fit *f, int32 ch, int64 i0, int64 i1)
+FitAssignChunk(Fit *f, int32 ch, int64 t0, int64 t1)
 {
 	const FitShared *sh = f->sh;
 	int32		k = sh->k;
@@ -953,42 +1062,76 @@ FitAssignChunk(Fit *f, int32 ch, int64 i0, int64 i1)
 	const double *drift = f->drift;
 	const double drift_max = sh->drift_max;
 	const double *s = f->s;
-	int32	   *cand = f->cand;
-	double	   *candz = f->candz;
 	CmlVec3    *sum = f->dsum + (int64) ch * k;
 	int64	   *cnt = f->dcnt + (int64) ch * k;
 	int64		changed = 0;
 
 	memset(sum, 0, sizeof(CmlVec3) * k);
 	memset(cnt, 0, sizeof(int64) * k);
-	for (int64 b0 = i0; b0 < i1; b0 += LLOYD_BLOCK)
+	for (int64 t = t0; t < t1; t++)
 	{
-		int64		b1 = Min(b0 + LLOYD_BLOCK, i1);
-		int			nc = 0;
+		int32		ta = f->ta[t];
 
-		for (int64 i = b0; i < b1; i++)
+		if (ta >= 0)
+		{
+			double		ut = f->tu[t] + drift[ta];
+			double		z = Max(s[ta], f->tl[t] - drift_max) * (1.0 - 1e-12) - 1e-15;
+			double		dq2;
+			double		d1;
+			double		d2;
+			int32		j;
+
+			if (ut <= z)
+				continue;
+			dq2 = CmlChord2(f->tq[t], c[ta]);
+			ut = sqrt(dq2) + f->trad[t];
+			f->tu[t] = ut - drift[ta];
+			if (ut <= z)
+				continue;
+			/* the centers nearest the tile's: still whole, maybe elsewhere? */
+			if (f->nb)
+				j = NearestTwoFrom(f->tq[t], c, f->nb + (int64) ta * (k - 1), k, ta, dq2,
+								   &d1, &d2);
+			else
+				j = NearestTwo(f->tq[t], c, k, &d1, &d2);
+			if ((d2 - d1) * (1.0 - 1e-12) - 1e-15 > 2.0 * f->trad[t])
+			{
+				f->tu[t] = d1 + f->trad[t] - drift[j];
+				f->tl[t] = d2 - f->trad[t] + drift_max;
+				if (j != ta)
+				{
+					int64		len = TILE_END(sh, t) - TILE_START(t);
+
+					sum[ta].x -= f->tsum[t].x;
+					sum[ta].y -= f->tsum[t].y;
+					sum[ta].z -= f->tsum[t].z;
+					cnt[ta] -= len;
+					sum[j].x += f->tsum[t].x;
+					sum[j].y += f->tsum[t].y;
+					sum[j].z += f->tsum[t].z;
+					cnt[j] += len;
+					for (int64 i = TILE_START(t); i < TILE_END(sh, t); i++)
+						a[i] = j;
+					f->ta[t] = j;
+					changed += len;
+				}
+				continue;
+			}
+			/* split: every point's bounds, the nearest other than ta from q's */
+			f->tl[t] = (j == ta ? d2 : d1) - f->trad[t] + drift_max;
+			FitSplit(f, t);
+		}
+		for (int64 i = TILE_START(t); i < TILE_END(sh, t); i++)
 		{
 			int32		ai = a[i];
 			double		ui = u[i] + drift[ai];
 			double		z = Max(s[ai], l[i] - drift_max) * (1.0 - 1e-12) - 1e-15;
-
-			/* appended unconditionally, kept when needed: no branch to mispredict */
-			cand[nc] = (int32) (i - b0);
-			candz[nc] = z;
-			nc += (ui > z);
-		}
-		for (int m = 0; m < nc; m++)
-		{
-			int64		i = b0 + cand[m];
-			int32		ai = a[i];
-			double		z = candz[m];
 			double		da2;
-			double		ui;
 			double		li;
 			int32		bi;
 
-			if (m + 8 < nc)
-				PREFETCH(&x[b0 + cand[m + 8]]);
+			if (ui <= z)
+				continue;
 			da2 = CmlChord2(x[i], c[ai]);
 			ui = sqrt(da2);
 			if (ui <= z)
@@ -1017,6 +1160,7 @@ FitAssignChunk(Fit *f, int32 ch, int64 i0, int64 i1)
 				changed++;
 			}
 		}
+		FitTryJoin(f, t);
 	}
 	f->out[ch].changed = changed;
 }
@@ -1044,19 +1188,22 @@ FitWork(Fit *f)
 		uint32		ch = pg_atomic_fetch_add_u32(&sh->next_chunk, 1);
 		int64		i0;
 		int64		i1;
+		int64		t1;
 
 		if (ch >= (uint32) sh->nchunks)
 			break;
 		CHECK_FOR_INTERRUPTS();
-		i0 = (int64) ch * sh->chunk_len;
+		i0 = Min((int64) ch * sh->chunk_len, sh->n);
 		i1 = Min(i0 + sh->chunk_len, sh->n);
+		/* a chunk's tiles: [i0 / FIT_TILE, t1) */
+		t1 = (i1 + FIT_TILE - 1) / FIT_TILE;
 		switch (sh->pass)
 		{
 			case FIT_PASS_FIRST:
-				FitFirstChunk(f, (int32) ch, i0, i1);
+				FitFirstChunk(f, (int32) ch, i0 / FIT_TILE, t1);
 				break;
 			case FIT_PASS_ASSIGN:
-				FitAssignChunk(f, (int32) ch, i0, i1);
+				FitAssignChunk(f, (int32) ch, i0 / FIT_TILE, t1);
 				break;
 			case FIT_PASS_INERTIA:
 				FitInertiaChunk(f, (int32) ch, i0, i1);
@@ -1198,6 +1345,8 @@ LloydReseedEmpty(Fit *f)
 		}
 		if (fi < 0)
 			elog(ERROR, "k-means could not re-seed an empty cluster. Please report a bug.");
+		if (f->ta[fi / FIT_TILE] >= 0)
+			FitSplit(f, fi / FIT_TILE);
 		af = a[fi];
 		f->sum[af].x -= x[fi].x;
 		f->sum[af].y -= x[fi].y;
@@ -1239,12 +1388,13 @@ LloydMove(Fit *f)
 }
 
 /*
- * One k-means run from k-means++ seeds (scratch: n vectors, free until the
- * first pass): Lloyd with Hamerly's bounds, into the label array sh->cur
+ * One k-means run from k-means++ seeds drawn from xc, the points in canonical
+ * order (scratch: n vectors, free until the first pass): Lloyd with
+ * Hamerly's bounds, into the label array sh->cur
  */
 static void
-KmeansOnce(Fit *f, const KmeansOptions *o, double tol_abs, pg_prng_state *rng,
-		   CmlVec3 *scratch, double *inertia, int32 *n_iter)
+KmeansOnce(Fit *f, const KmeansOptions *o, double tol_abs, const CmlVec3 *xc,
+		   pg_prng_state *rng, CmlVec3 *scratch, double *inertia, int32 *n_iter)
 {
 	FitShared  *sh = f->sh;
 	int32		it;
@@ -1252,9 +1402,10 @@ KmeansOnce(Fit *f, const KmeansOptions *o, double tol_abs, pg_prng_state *rng,
 	f->a = f->labels[sh->cur];
 	memset(f->drift, 0, sizeof(double) * sh->k);
 	sh->drift_max = 0.0;
-	SeedCenters(f->x, sh->n, sh->k, rng, f->c, scratch);
+	SeedCenters(xc, sh->n, sh->k, rng, f->c, scratch);
 	LloydHalfGaps(f);
 	FitRunPass(f, FIT_PASS_FIRST);
+	sh->tiles_ready = true;
 	FitAddChunks(f, true);
 
 	for (it = 0; it < o->max_iter; it++)
@@ -1287,13 +1438,14 @@ KmeansOnce(Fit *f, const KmeansOptions *o, double tol_abs, pg_prng_state *rng,
 }
 
 /*
- * Fit k-means on the unit vectors f->x (scratch: n vectors for the seeding)
- * and build the model in out_cxt; *labels_out (if wanted) is set to the
+ * Fit k-means on the unit vectors f->x (tile order), seeded from xc (the
+ * same in canonical order; scratch: n vectors for the seeding), and build
+ * the model in out_cxt; *labels_out (if wanted) is set to the
  * fit's labels, valid until FitEnd
  */
 static CmlModel *
-KmeansFitVectors(Fit *f, const KmeansOptions *o, CmlVec3 *scratch, int32 **labels_out,
-				 MemoryContext out_cxt)
+KmeansFitVectors(Fit *f, const KmeansOptions *o, const CmlVec3 *xc, CmlVec3 *scratch,
+				 int32 **labels_out, MemoryContext out_cxt)
 {
 	const CmlVec3 *x = f->x;
 	int64		n = f->sh->n;
@@ -1301,11 +1453,6 @@ KmeansFitVectors(Fit *f, const KmeansOptions *o, CmlVec3 *scratch, int32 **label
 	double		mean[3] = {0, 0, 0};
 	double		var = 0.0;
 	double		tol_abs;
-	double		ylo = INFINITY,
-				yhi = -INFINITY,
-				zlo = INFINITY,
-				zhi = -INFINITY;
-	GuessGrid  *gg = &f->sh->box;
 	CmlVec3    *best_centers = palloc(sizeof(CmlVec3) * o->k);
 	double		best_inertia = INFINITY;
 	int32		best_labels = -1;
@@ -1319,15 +1466,7 @@ KmeansFitVectors(Fit *f, const KmeansOptions *o, CmlVec3 *scratch, int32 **label
 		mean[0] += x[i].x;
 		mean[1] += x[i].y;
 		mean[2] += x[i].z;
-		ylo = Min(ylo, x[i].y);
-		yhi = Max(yhi, x[i].y);
-		zlo = Min(zlo, x[i].z);
-		zhi = Max(zhi, x[i].z);
 	}
-	gg->y0 = ylo;
-	gg->ys = yhi > ylo ? GUESS_GRID / (yhi - ylo) : 0.0;
-	gg->z0 = zlo;
-	gg->zs = zhi > zlo ? GUESS_GRID / (zhi - zlo) : 0.0;
 	for (int d = 0; d < 3; d++)
 		mean[d] /= n;
 	for (int64 i = 0; i < n; i++)
@@ -1343,7 +1482,7 @@ KmeansFitVectors(Fit *f, const KmeansOptions *o, CmlVec3 *scratch, int32 **label
 		double		inertia;
 		int32		n_iter;
 
-		KmeansOnce(f, o, tol_abs, &rng, scratch, &inertia, &n_iter);
+		KmeansOnce(f, o, tol_abs, xc, &rng, scratch, &inertia, &n_iter);
 		if (inertia < best_inertia)
 		{
 			/* keep this run's labels: the next run writes the other array */
@@ -1402,22 +1541,17 @@ CmlKmeansCheckParams(Jsonb *params)
 /*
  * ---------- the canonical order of the points ----------
  *
- * The points are fitted in a canonical order, so the model depends only on
- * the set of points and the seed.  The order is the Z-order (Morton order) of
- * the order-preserving integer images of (lat, lon): their bits interleaved,
- * latitude first, into a 128-bit key.  The key is a one-to-one image of the
- * point, so the order is total, and it keeps near points near in the array:
- * Lloyd's passes test runs of consecutive points as blocks.  It is computed
- * by an LSD radix sort on the key's high word, then the runs that agree on
- * the digits sorted (short, unless points are within millimetres) by the
- * whole key.
+ * The points are fitted in (lat, lon) order, so the model depends only on the
+ * set of points and the seed.  The order is computed by an LSD radix sort on
+ * order-preserving integer images of the latitudes, then the runs of equal
+ * latitude (rare unless the data has duplicates) by longitude.
  */
 
-/* A point's Z-order key and input position */
+/* A point's sort key (its latitude's image), longitude and input position */
 typedef struct OrderedPoint
 {
-	uint64		hi;
-	uint64		lo;
+	uint64		key;
+	double		lon;
 	int64		pos;
 } OrderedPoint;
 
@@ -1444,62 +1578,14 @@ OrderKeyValue(uint64 key)
 	return v;
 }
 
-/* The low 32 bits of v spread to the even bits of the result */
-static inline uint64
-SpreadBits(uint64 v)
-{
-	v &= UINT64CONST(0xFFFFFFFF);
-	v = (v | (v << 16)) & UINT64CONST(0x0000FFFF0000FFFF);
-	v = (v | (v << 8)) & UINT64CONST(0x00FF00FF00FF00FF);
-	v = (v | (v << 4)) & UINT64CONST(0x0F0F0F0F0F0F0F0F);
-	v = (v | (v << 2)) & UINT64CONST(0x3333333333333333);
-	v = (v | (v << 1)) & UINT64CONST(0x5555555555555555);
-	return v;
-}
-
-/* The even bits of v gathered into 32 bits: SpreadBits' inverse */
-static inline uint64
-GatherBits(uint64 v)
-{
-	v &= UINT64CONST(0x5555555555555555);
-	v = (v | (v >> 1)) & UINT64CONST(0x3333333333333333);
-	v = (v | (v >> 2)) & UINT64CONST(0x0F0F0F0F0F0F0F0F);
-	v = (v | (v >> 4)) & UINT64CONST(0x00FF00FF00FF00FF);
-	v = (v | (v >> 8)) & UINT64CONST(0x0000FFFF0000FFFF);
-	v = (v | (v >> 16)) & UINT64CONST(0x00000000FFFFFFFF);
-	return v;
-}
-
-/* A point's Z-order key (position 0) */
-static inline OrderedPoint
-PointKey(double lat, double lon)
-{
-	uint64		a = OrderKey(lat);
-	uint64		b = OrderKey(lon);
-	OrderedPoint p;
-
-	p.hi = (SpreadBits(a >> 32) << 1) | SpreadBits(b >> 32);
-	p.lo = (SpreadBits(a) << 1) | SpreadBits(b);
-	p.pos = 0;
-	return p;
-}
-
-/* The point of a Z-order key (-0.0 comes back as 0.0) */
-static inline void
-PointOfKey(const OrderedPoint *p, double *lat, double *lon)
-{
-	*lat = OrderKeyValue((GatherBits(p->hi >> 1) << 32) | GatherBits(p->lo >> 1));
-	*lon = OrderKeyValue((GatherBits(p->hi) << 32) | GatherBits(p->lo));
-}
-
-/* Z-order of two points (equal points: any order) */
+/* Order of two points by (lat, lon) (equal points: any order) */
 static inline int
 ComparePointOrder(const OrderedPoint *a, const OrderedPoint *b)
 {
-	if (a->hi != b->hi)
-		return a->hi < b->hi ? -1 : 1;
-	if (a->lo != b->lo)
-		return a->lo < b->lo ? -1 : 1;
+	if (a->key != b->key)
+		return a->key < b->key ? -1 : 1;
+	if (a->lon != b->lon)
+		return a->lon < b->lon ? -1 : 1;
 	return 0;
 }
 
@@ -1538,16 +1624,22 @@ MergeRuns(const CmlPoints *pts, OrderedPoint *a, CmlVec3 *x)
 	int32		nr = pts->nruns;
 	int64		cur[MERGE_MAX_RUNS];
 	int64		end[MERGE_MAX_RUNS];
-	OrderedPoint head[MERGE_MAX_RUNS];
+	uint64		hk[MERGE_MAX_RUNS];
+	double		hl[MERGE_MAX_RUNS];
 	const double *ll = pts->ll;
-	/* an exhausted run's head: above any point's key (that of NaN, NaN) */
-	const OrderedPoint done = {PG_UINT64_MAX, PG_UINT64_MAX, 0};
 
+	/* an exhausted run's head is above any point's (lon <= 180) */
 	for (int32 r = 0; r < nr; r++)
 	{
 		cur[r] = r > 0 ? pts->run_end[r - 1] : 0;
 		end[r] = pts->run_end[r];
-		head[r] = cur[r] < end[r] ? PointKey(ll[2 * cur[r]], ll[2 * cur[r] + 1]) : done;
+		hk[r] = PG_UINT64_MAX;
+		hl[r] = INFINITY;
+		if (cur[r] < end[r])
+		{
+			hk[r] = OrderKey(ll[2 * cur[r]]);
+			hl[r] = ll[2 * cur[r] + 1] + 0.0;
+		}
 	}
 	for (int64 i = 0; i < pts->n; i++)
 	{
@@ -1555,30 +1647,36 @@ MergeRuns(const CmlPoints *pts, OrderedPoint *a, CmlVec3 *x)
 		int64		at;
 
 		for (int32 r = 1; r < nr; r++)
-			b = ComparePointOrder(&head[r], &head[b]) < 0 ? r : b;
+			b = (hk[r] < hk[b] || (hk[r] == hk[b] && hl[r] < hl[b])) ? r : b;
 		at = cur[b]++;
 		if (x)
-			x[i] = CmlLatLonToVec(ll[2 * at] + 0.0, ll[2 * at + 1] + 0.0);	/* as PointOfKey */
+			x[i] = CmlLatLonToVec(OrderKeyValue(hk[b]), hl[b]);
 		else
 		{
-			a[i] = head[b];
+			a[i].key = hk[b];
+			a[i].lon = hl[b];
 			a[i].pos = at;
 		}
 		if (cur[b] < end[b])
 		{
-			OrderedPoint next = PointKey(ll[2 * at + 2], ll[2 * at + 3]);
+			uint64		k = OrderKey(ll[2 * at + 2]);
+			double		l = ll[2 * at + 3] + 0.0;
 
-			if (unlikely(ComparePointOrder(&next, &head[b]) < 0))
+			if (unlikely(k < hk[b] || (k == hk[b] && l < hl[b])))
 				elog(ERROR, "partial k-means state out of order. Please report a bug.");
-			head[b] = next;
+			hk[b] = k;
+			hl[b] = l;
 		}
 		else
-			head[b] = done;
+		{
+			hk[b] = PG_UINT64_MAX;
+			hl[b] = INFINITY;
+		}
 	}
 }
 
 /*
- * The points in canonical order: an array of n OrderedPoint allocated (huge)
+ * The points in (lat, lon) order: an array of n OrderedPoint allocated (huge)
  * in the current context, and in *spare another one, free for the caller's use.
  */
 static OrderedPoint *
@@ -1606,12 +1704,12 @@ CanonicalOrder(const CmlPoints *pts, OrderedPoint **spare)
 	count = palloc0(sizeof(int64) * RADIX_DIGITS * RADIX_SIZE);
 	for (int64 i = 0; i < n; i++)
 	{
-		uint64		key;
+		uint64		key = OrderKey(ll[2 * i]);
 
-		a[i] = PointKey(ll[2 * i], ll[2 * i + 1]);
+		a[i].key = key;
+		a[i].lon = ll[2 * i + 1] + 0.0;	/* -0.0 becomes 0.0 */
 		a[i].pos = i;
-		key = a[i].hi;
-		diff |= key ^ a[0].hi;
+		diff |= key ^ a[0].key;
 		for (int d = 0; d < RADIX_DIGITS; d++)
 			count[d * RADIX_SIZE + ((key >> (d * RADIX_BITS)) & (RADIX_SIZE - 1))]++;
 	}
@@ -1641,7 +1739,7 @@ CanonicalOrder(const CmlPoints *pts, OrderedPoint **spare)
 			total += cnt;
 		}
 		for (int64 i = 0; i < n; i++)
-			b[c[(a[i].hi >> shift) & (RADIX_SIZE - 1)]++] = a[i];
+			b[c[(a[i].key >> shift) & (RADIX_SIZE - 1)]++] = a[i];
 		swap = a;
 		a = b;
 		b = swap;
@@ -1656,7 +1754,7 @@ CanonicalOrder(const CmlPoints *pts, OrderedPoint **spare)
 	{
 		int64		j = i + 1;
 
-		while (j < n && ((a[j].hi ^ a[i].hi) & mask) == 0)
+		while (j < n && ((a[j].key ^ a[i].key) & mask) == 0)
 			j++;
 		if (j - i > SMALL_RUN)
 			sort_points(a + i, j - i);
@@ -1682,6 +1780,140 @@ CanonicalOrder(const CmlPoints *pts, OrderedPoint **spare)
 }
 
 /*
+ * ---------- the tile order of the points ----------
+ *
+ * Lloyd's passes take the points in an order that keeps near points near in
+ * the array, so that tiles of consecutive points are small patches of the
+ * map: the Z-order (Morton order) of their unit vectors on a grid of 2048
+ * cells a side over their bounding box, and the canonical order within a
+ * cell, by a stable LSD radix sort from the canonical order: a function of
+ * the point set, like the canonical order.  Only Lloyd's arithmetic sees
+ * it; the seeds, hence the model, are those of the canonical order, which
+ * does not change when the data set is turned in longitude.
+ */
+
+#define TILE_GRID_BITS RADIX_BITS	/* 3 coordinates: 3 radix digits */
+
+/* The grid coordinate c's bits spread to every third bit (0, 3, 6, ...) */
+static uint64 TileSpread[1 << TILE_GRID_BITS];
+
+/*
+ * Put the n points xc (canonical order) into x in tile order, and the
+ * canonical index of each one into idx[] if wanted.  x has room for 24 n
+ * bytes, and serves as the sort's scratch first: the sorted keys end in its
+ * last third, where the gather, going up, reads each one before the points
+ * reach it.  Past 2^31 points the tile order is the canonical order.
+ */
+static void
+TileOrder(const CmlVec3 *xc, int64 n, CmlVec3 *x, int64 *idx)
+{
+	uint64	   *a = (uint64 *) x + 2 * n;	/* the last third: the keys ... */
+	uint64	   *b = (uint64 *) x + n;	/* ... and the middle one */
+	const int	idx_bits = 31;
+	const uint64 idx_mask = (UINT64CONST(1) << idx_bits) - 1;
+	double		lo[3] = {INFINITY, INFINITY, INFINITY};
+	double		hi[3] = {-INFINITY, -INFINITY, -INFINITY};
+	double		scale[3];
+	int64	   *count;
+	int			npass = 0;
+
+	StaticAssertStmt(sizeof(CmlVec3) == 3 * sizeof(uint64), "tile order keys fit in x");
+	StaticAssertStmt(3 * TILE_GRID_BITS + 31 <= 64, "a tile order key is 64 bits");
+	if (n > PG_INT32_MAX)
+	{
+		memcpy(x, xc, sizeof(CmlVec3) * n);
+		if (idx)
+			for (int64 i = 0; i < n; i++)
+				idx[i] = i;
+		return;
+	}
+	if (TileSpread[1] == 0)
+		for (uint64 c = 0; c < (1 << TILE_GRID_BITS); c++)
+			for (int bit = 0; bit < TILE_GRID_BITS; bit++)
+				TileSpread[c] |= ((c >> bit) & 1) << (3 * bit);
+
+	for (int64 i = 0; i < n; i++)
+	{
+		lo[0] = Min(lo[0], xc[i].x);
+		hi[0] = Max(hi[0], xc[i].x);
+		lo[1] = Min(lo[1], xc[i].y);
+		hi[1] = Max(hi[1], xc[i].y);
+		lo[2] = Min(lo[2], xc[i].z);
+		hi[2] = Max(hi[2], xc[i].z);
+	}
+	/* just below the grid size, so that a cell index stays in range */
+	for (int d = 0; d < 3; d++)
+		scale[d] = hi[d] > lo[d] ? ((1 << TILE_GRID_BITS) - 0.5) / (hi[d] - lo[d]) : 0.0;
+
+	/*
+	 * Keys: the Z-order's bits above 31 bits of canonical index (so no two
+	 * are equal), and each digit's histogram in the same pass
+	 */
+	count = palloc0(sizeof(int64) * 3 * RADIX_SIZE);
+	for (int64 i = 0; i < n; i++)
+	{
+		int64		cx = (int64) ((xc[i].x - lo[0]) * scale[0]);
+		int64		cy = (int64) ((xc[i].y - lo[1]) * scale[1]);
+		int64		cz = (int64) ((xc[i].z - lo[2]) * scale[2]);
+		uint64		z = (TileSpread[cx] << 2) | (TileSpread[cy] << 1) | TileSpread[cz];
+		uint64		key = (z << idx_bits) | (uint64) i;
+
+		a[i] = key;
+		for (int d = 0; d < 3; d++)
+			count[d * RADIX_SIZE + ((key >> (idx_bits + d * RADIX_BITS)) & (RADIX_SIZE - 1))]++;
+	}
+
+	/*
+	 * One stable scatter per digit but those where every key is the same;
+	 * the keys start where they end up, in the last third
+	 */
+	for (int d = 0; d < 3; d++)
+		if (count[d * RADIX_SIZE + ((a[0] >> (idx_bits + d * RADIX_BITS)) & (RADIX_SIZE - 1))] < n)
+			npass++;
+	if (npass % 2 == 1)
+	{
+		memcpy(b, a, sizeof(uint64) * n);
+		b = a;
+		a = (uint64 *) x + n;
+	}
+	for (int d = 0; d < 3; d++)
+	{
+		int			shift = idx_bits + d * RADIX_BITS;
+		int64	   *c = count + d * RADIX_SIZE;
+		int64		total = 0;
+		uint64	   *swap;
+
+		if (c[(a[0] >> shift) & (RADIX_SIZE - 1)] == n)
+			continue;
+		CHECK_FOR_INTERRUPTS();
+		for (int v = 0; v < RADIX_SIZE; v++)
+		{
+			int64		cnt = c[v];
+
+			c[v] = total;
+			total += cnt;
+		}
+		for (int64 i = 0; i < n; i++)
+			b[c[(a[i] >> shift) & (RADIX_SIZE - 1)]++] = a[i];
+		swap = a;
+		a = b;
+		b = swap;
+	}
+	pfree(count);
+	Assert(a == (uint64 *) x + 2 * n);
+
+	/* x[i] ends where a[i + 1] starts at the latest: 24 i + 24 <= 16 n + 8 (i + 1) */
+	for (int64 i = 0; i < n; i++)
+	{
+		int64		at = (int64) (a[i] & idx_mask);
+
+		x[i] = xc[at];
+		if (idx)
+			idx[i] = at;
+	}
+}
+
+/*
  * Write the points as (lat, lon) float8 pairs in canonical order to out (not
  * necessarily aligned): a parallel worker's partial state, so the leader
  * merges runs instead of sorting every point
@@ -1694,12 +1926,10 @@ CmlKmeansCanonicalPoints(const CmlPoints *pts, char *out)
 
 	for (int64 i = 0; i < pts->n; i++)
 	{
-		double		lat;
-		double		lon;
+		double		lat = OrderKeyValue(order[i].key);
 
-		PointOfKey(&order[i], &lat, &lon);
 		memcpy(out + 16 * i, &lat, sizeof(double));
-		memcpy(out + 16 * i + 8, &lon, sizeof(double));
+		memcpy(out + 16 * i + 8, &order[i].lon, sizeof(double));
 	}
 	pfree(order);
 	pfree(spare);
@@ -1715,12 +1945,14 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	int64		n = pts->n;
 	KmeansOptions o;
 	Fit			f;
-	CmlVec3    *x;
+	CmlVec3    *xc;
+	CmlVec3    *scratch;
 	CmlModel   *model;
 	OrderedPoint *order;
 	OrderedPoint *spare;
 	int64	   *pos = NULL;
-	int32	   *sorted_labels = NULL;
+	int64	   *idx = NULL;
+	int32	   *tile_labels = NULL;
 
 	if (k_in_options)
 		CmlKmeansCheckParams(options);
@@ -1735,13 +1967,16 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	FitBegin(&f, n, o.k, o.n_init);
 
 	/*
-	 * Fit on the points in a canonical order, so the model depends only on
-	 * the set of points and the seed: not on the scan order, nor on the order
-	 * in which parallel workers' partial states were combined.  The vectors
-	 * go to the shared memory when there are workers, otherwise to the sort's
-	 * spare buffer; the sorted one, once the input positions are saved, is
-	 * the seeding's scratch area and, serial, holds the bounds: fresh memory
-	 * is costly (page faults), so these buffers serve throughout.
+	 * The seeding takes the points in the canonical order, xc, so the model
+	 * depends only on the set of points and the seed: not on the scan order,
+	 * nor on the order in which parallel workers' partial states were
+	 * combined.  Lloyd's passes take them in tile order, f.x, in the shared
+	 * memory when there are workers.  Fresh memory is costly (page faults),
+	 * so the buffers serve throughout: serial, the sort's buffer, once the
+	 * input positions are saved, becomes f.x; with one run, the seeding's
+	 * scratch area is xc itself (read once, at the start), and then the
+	 * bounds' (serial).  Several runs need xc for each seeding, and another
+	 * buffer for the scratch area and the bounds.
 	 */
 	StaticAssertStmt(sizeof(OrderedPoint) == sizeof(CmlVec3) &&
 					 sizeof(CmlVec3) == 3 * sizeof(double),
@@ -1750,44 +1985,46 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	{
 		/* parallel workers' sorted runs: merged straight into the vectors */
 		order = BigAlloc(sizeof(OrderedPoint) * n);
-		if (f.x == NULL)
-			f.x = BigAlloc(sizeof(CmlVec3) * n);
-		MergeRuns(pts, NULL, f.x);
+		xc = BigAlloc(sizeof(CmlVec3) * n);
+		MergeRuns(pts, NULL, xc);
 	}
 	else
 	{
 		order = CanonicalOrder(pts, &spare);
-		if (f.x == NULL)
-			f.x = (CmlVec3 *) spare;
-		x = f.x;
+		xc = (CmlVec3 *) spare;
 		for (int64 i = 0; i < n; i++)
-		{
-			double		lat;
-			double		lon;
-
-			PointOfKey(&order[i], &lat, &lon);
-			x[i] = CmlLatLonToVec(lat, lon);
-		}
+			xc[i] = CmlLatLonToVec(OrderKeyValue(order[i].key), order[i].lon);
 	}
 	if (labels_out)
 	{
 		pos = palloc_extended(sizeof(int64) * Max(n, 1), MCXT_ALLOC_HUGE);
 		for (int64 i = 0; i < n; i++)
 			pos[i] = order[i].pos;
+		idx = palloc_extended(sizeof(int64) * Max(n, 1), MCXT_ALLOC_HUGE);
 	}
+	if (f.x == NULL)
+	{
+		f.x = (CmlVec3 *) order;
+		order = NULL;
+	}
+	TileOrder(xc, n, f.x, idx);
+	if (o.n_init == 1)
+		scratch = xc;
+	else
+		scratch = order ? (CmlVec3 *) order : BigAlloc(sizeof(CmlVec3) * n);
 	if (f.u == NULL)
 	{
-		f.u = (double *) order;
+		f.u = (double *) scratch;
 		f.l = f.u + n;
 	}
-	model = KmeansFitVectors(&f, &o, (CmlVec3 *) order, labels_out ? &sorted_labels : NULL,
+	model = KmeansFitVectors(&f, &o, xc, scratch, labels_out ? &tile_labels : NULL,
 							 callerCxt);
 	if (labels_out)
 	{
 		/* back to the caller's order */
 		*labels_out = MemoryContextAllocHuge(callerCxt, sizeof(int32) * Max(n, 1));
 		for (int64 i = 0; i < n; i++)
-			(*labels_out)[pos[i]] = sorted_labels[i];
+			(*labels_out)[pos[idx[i]]] = tile_labels[i];
 	}
 	FitEnd(&f);
 	MemoryContextSwitchTo(callerCxt);
