@@ -99,368 +99,6 @@ CheckK(int32 k, int64 n)
 				 errmsg("k = %d is larger than the number of points (%lld)", k, (long long) n)));
 }
 
-/*
- * ---------- k-means++ seeding ----------
- *
- * Greedy k-means++ as scikit-learn does it: the first center is a uniform
- * pick, then each next center is the best (lowest potential) of 2 + ln k
- * candidates drawn with probability proportional to the squared distance to
- * the nearest center already chosen (D^2 sampling).
- *
- * The points are kept in groups, one per chosen center, holding the points
- * nearer to it than to any earlier center, with their squared distance to it.
- * A group is split in rings by that distance (a factor of 2 from one ring to
- * the next), each ring contiguous in one buffer with its potential (the sum
- * of its members' squared distances) and its farthest member.  A candidate at
- * distance D from a center cannot get nearer to a member at distance
- * d <= D / 2 (triangle inequality), so a candidate skips the groups and rings
- * whose farthest member is that close, and single members by the same test.
- * Sampling picks a group by its potential, then a ring, then a member.  Every
- * step is a fixed function of the points' order and the seed.
- */
-
-#define SEED_RINGS 8
-
-typedef struct SeedRing
-{
-	int64		start;			/* members at [start, start + len) of the buffers */
-	int64		len;
-	double		pot;			/* sum of the members' squared distances */
-	double		far;			/* largest of them */
-} SeedRing;
-
-typedef struct SeedGroup
-{
-	CmlVec3		center;
-	double		pot;
-	double		far;
-	SeedRing	ring[SEED_RINGS];
-} SeedGroup;
-
-typedef struct SeedState
-{
-	CmlVec3    *v;				/* members' vectors, by group and ring */
-	double	   *d2;				/* squared distance to their group's center */
-	int64		cap;			/* size of v and d2 */
-	int64		top;			/* first unused slot */
-	CmlVec3    *mv;				/* scratch: the new center's members */
-	double	   *md2;
-	SeedGroup  *g;
-	int32		ng;
-} SeedState;
-
-/*
- * Below this squared distance to its center, a point cannot get nearer to a
- * candidate at squared distance dc2 from that center (with a margin for
- * rounding, so the test only skips what the exact test would).
- */
-static inline double
-SeedSkipLimit(double dc2)
-{
-	return dc2 * (0.25 * (1.0 - 1e-9));
-}
-
-/* Binary exponent of a non-negative double (0 for zero) */
-static inline int
-DoubleExponent(double d)
-{
-	uint64		b;
-
-	memcpy(&b, &d, sizeof(b));
-	return (int) ((b >> 52) & 0x7FF);
-}
-
-/* Sum the group's potential and farthest member from its rings' */
-static void
-SeedGroupTotals(SeedGroup *g)
-{
-	g->pot = 0.0;
-	g->far = 0.0;
-	for (int r = 0; r < SEED_RINGS; r++)
-	{
-		g->pot += g->ring[r].pot;
-		if (g->ring[r].far > g->far)
-			g->far = g->ring[r].far;
-	}
-}
-
-/* Potential of every point if cand were added as a center */
-static double
-SeedTrialPotential(const SeedState *st, CmlVec3 cand)
-{
-	double		total = 0.0;
-
-	for (int32 j = 0; j < st->ng; j++)
-	{
-		const SeedGroup *g = &st->g[j];
-		double		lim = SeedSkipLimit(CmlChord2(g->center, cand));
-
-		if (g->far <= lim)
-		{
-			total += g->pot;
-			continue;
-		}
-		for (int r = 0; r < SEED_RINGS; r++)
-		{
-			const SeedRing *ring = &g->ring[r];
-			const CmlVec3 *v = st->v + ring->start;
-			const double *d2 = st->d2 + ring->start;
-			double		sum = 0.0;
-
-			if (ring->far <= lim)
-			{
-				total += ring->pot;
-				continue;
-			}
-			/* most members are within reach: no branch, a distance each */
-			for (int64 m = 0; m < ring->len; m++)
-			{
-				double		dm = d2[m];
-				double		d = CmlChord2(v[m], cand);
-
-				sum += (d < dm) ? d : dm;
-			}
-			total += sum;
-		}
-	}
-	return total;
-}
-
-/* A member drawn with probability proportional to its squared distance */
-static CmlVec3
-SeedSample(const SeedState *st, double total, pg_prng_state *rng)
-{
-	double		r = pg_prng_double(rng) * total;
-	double		acc = 0.0;
-	const SeedGroup *g = NULL;
-	const SeedRing *ring = NULL;
-	int64		pick = -1;
-
-	for (int32 j = 0; j < st->ng; j++)
-	{
-		if (st->g[j].pot <= 0.0)
-			continue;
-		g = &st->g[j];
-		if (acc + g->pot > r)
-			break;
-		acc += g->pot;
-	}
-	r -= acc;
-	acc = 0.0;
-	for (int i = 0; i < SEED_RINGS; i++)
-	{
-		if (g->ring[i].pot <= 0.0)
-			continue;
-		ring = &g->ring[i];
-		if (acc + ring->pot > r)
-			break;
-		acc += ring->pot;
-	}
-	r -= acc;
-	acc = 0.0;
-	for (int64 m = ring->start; m < ring->start + ring->len; m++)
-	{
-		double		dm = st->d2[m];
-
-		if (dm <= 0.0)
-			continue;
-		pick = m;
-		acc += dm;
-		if (acc > r)
-			break;
-	}
-	return st->v[pick];
-}
-
-/* Move the rings to the front of the buffers, in order, leaving no gaps */
-static void
-SeedCompact(SeedState *st)
-{
-	int64		w = 0;
-
-	for (int32 j = 0; j < st->ng; j++)
-		for (int r = 0; r < SEED_RINGS; r++)
-		{
-			SeedRing   *ring = &st->g[j].ring[r];
-
-			if (ring->start != w)
-			{
-				memmove(st->v + w, st->v + ring->start, sizeof(CmlVec3) * ring->len);
-				memmove(st->d2 + w, st->d2 + ring->start, sizeof(double) * ring->len);
-				ring->start = w;
-			}
-			w += ring->len;
-		}
-	st->top = w;
-}
-
-/*
- * Make a group for center cand of the nm points in the scratch area (far:
- * the largest of their squared distances), in rings by squared distance, a
- * factor of 4 per ring
- */
-static void
-SeedNewGroup(SeedState *st, CmlVec3 cand, int64 nm, double far)
-{
-	SeedGroup  *ng = &st->g[st->ng];
-	int64		fill[SEED_RINGS];
-	int			top_exp;
-
-	if (st->cap - st->top < nm)
-		SeedCompact(st);
-	top_exp = DoubleExponent(far);
-	memset(ng->ring, 0, sizeof(ng->ring));
-	for (int64 m = 0; m < nm; m++)
-		ng->ring[Min((top_exp - DoubleExponent(st->md2[m])) >> 1, SEED_RINGS - 1)].len++;
-	for (int r = 0; r < SEED_RINGS; r++)
-	{
-		ng->ring[r].start = st->top;
-		fill[r] = st->top;
-		st->top += ng->ring[r].len;
-	}
-	for (int64 m = 0; m < nm; m++)
-	{
-		double		d = st->md2[m];
-		SeedRing   *ring = &ng->ring[Min((top_exp - DoubleExponent(d)) >> 1, SEED_RINGS - 1)];
-		int64		at = fill[ring - ng->ring]++;
-
-		st->v[at] = st->mv[m];
-		st->d2[at] = d;
-		ring->pot += d;
-		if (d > ring->far)
-			ring->far = d;
-	}
-	ng->center = cand;
-	SeedGroupTotals(ng);
-	st->ng++;
-}
-
-/* Add center cand: the points nearer to it than to their center form its group */
-static void
-SeedAddCenter(SeedState *st, CmlVec3 cand)
-{
-	int64		nm = 0;
-	double		far = 0.0;
-
-	/* the members that move, into the scratch area; the rest close up */
-	for (int32 j = 0; j < st->ng; j++)
-	{
-		SeedGroup  *g = &st->g[j];
-		double		lim = SeedSkipLimit(CmlChord2(g->center, cand));
-
-		if (g->far <= lim)
-			continue;
-		for (int r = 0; r < SEED_RINGS; r++)
-		{
-			SeedRing   *ring = &g->ring[r];
-			int64		w = ring->start;
-			double		pot = 0.0;
-			double		rfar = 0.0;
-
-			if (ring->far <= lim)
-				continue;
-			for (int64 m = ring->start; m < ring->start + ring->len; m++)
-			{
-				CmlVec3		vm = st->v[m];
-				double		dm = st->d2[m];
-
-				if (dm > lim)
-				{
-					double		d = CmlChord2(vm, cand);
-
-					if (d < dm)
-					{
-						st->mv[nm] = vm;
-						st->md2[nm] = d;
-						nm++;
-						if (d > far)
-							far = d;
-						continue;
-					}
-				}
-				st->v[w] = vm;
-				st->d2[w] = dm;
-				w++;
-				pot += dm;
-				if (dm > rfar)
-					rfar = dm;
-			}
-			ring->len = w - ring->start;
-			ring->pot = pot;
-			ring->far = rfar;
-		}
-		SeedGroupTotals(g);
-	}
-
-	SeedNewGroup(st, cand, nm, far);
-}
-
-/*
- * Greedy k-means++ seeding, with a scratch area of n vectors; errors when
- * there are fewer than k distinct points
- */
-static void
-SeedCenters(const CmlVec3 *x, int64 n, int32 k, pg_prng_state *rng, CmlVec3 *centers,
-			CmlVec3 *scratch)
-{
-	int			trials = 2 + (int) log((double) k);
-	SeedState	st;
-	double		far = 0.0;
-
-	st.cap = n + n / 4 + 1;
-	st.v = BigAlloc(sizeof(CmlVec3) * st.cap);
-	st.d2 = BigAlloc(sizeof(double) * st.cap);
-	st.mv = scratch;
-	st.md2 = BigAlloc(sizeof(double) * n);
-	st.g = palloc_extended(sizeof(SeedGroup) * k, MCXT_ALLOC_HUGE);
-	st.top = 0;
-	st.ng = 0;
-
-	/* the first center: every point is in its group */
-	centers[0] = x[(int64) (pg_prng_double(rng) * n)];
-	for (int64 i = 0; i < n; i++)
-	{
-		st.mv[i] = x[i];
-		st.md2[i] = CmlChord2(x[i], centers[0]);
-		if (st.md2[i] > far)
-			far = st.md2[i];
-	}
-	SeedNewGroup(&st, centers[0], n, far);
-
-	for (int32 c = 1; c < k; c++)
-	{
-		double		pot = 0.0;
-		double		best_pot = -1.0;
-		CmlVec3		best = {0};
-
-		CHECK_FOR_INTERRUPTS();
-		for (int32 j = 0; j < st.ng; j++)
-			pot += st.g[j].pot;
-		if (!(pot > 0.0))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("k = %d is larger than the number of distinct points (%d)", k, c),
-					 errhint("Use a smaller k, or DBSCAN for data with many duplicates.")));
-		for (int t = 0; t < trials; t++)
-		{
-			CmlVec3		cand = SeedSample(&st, pot, rng);
-			double		tpot = SeedTrialPotential(&st, cand);
-
-			if (t == 0 || tpot < best_pot)
-			{
-				best_pot = tpot;
-				best = cand;
-			}
-		}
-		centers[c] = best;
-		SeedAddCenter(&st, best);
-	}
-	pfree(st.v);
-	pfree(st.d2);
-	pfree(st.md2);
-	pfree(st.g);
-}
-
 /* Distance to the nearest and second nearest center */
 static inline int32
 NearestTwo(CmlVec3 p, const CmlVec3 *c, int32 k, double *d1, double *d2)
@@ -591,7 +229,6 @@ typedef struct FitShared
 	FitPass		pass;			/* what the participants are to do */
 	int32		cur;			/* which label array the current run writes */
 	double		drift_max;		/* the largest move of each M-step, summed */
-	bool		tiles_ready;	/* tsum, tq and trad are set (by the first pass) */
 	int64		zstride;		/* the silhouette's sampling stride */
 	pg_atomic_uint32 next_chunk;
 	Barrier		barrier;
@@ -660,6 +297,8 @@ typedef struct Fit
 	double	   *zmax;
 	double	   *zsil;
 	/* the leader's */
+	int32	   *idx;			/* canonical index of each point, and tile position of */
+	int32	   *inv;			/* each canonical index (both NULL: the same) */
 	CmlVec3    *sum;			/* sum and count of each center's points */
 	int64	   *cnt;
 	ParallelContext *pcxt;		/* NULL for a serial fit */
@@ -891,37 +530,32 @@ FitEnd(Fit *f)
 #define TILE_START(t) ((int64) (t) * FIT_TILE)
 #define TILE_END(sh, t) Min(TILE_START(t) + FIT_TILE, (sh)->n)
 
-/* The sum, center and radius of tiles [t0, t1) */
+/* The sum, center and radius of tile t */
 static void
-FitTilesChunk(Fit *f, int64 t0, int64 t1)
+FitTileFigures(Fit *f, int64 t)
 {
-	const FitShared *sh = f->sh;
 	const CmlVec3 *x = f->x;
+	int64		i0 = TILE_START(t);
+	int64		i1 = TILE_END(f->sh, t);
+	CmlVec3		sum = {0, 0, 0};
+	CmlVec3		q;
+	double		r2 = 0.0;
 
-	for (int64 t = t0; t < t1; t++)
+	for (int64 i = i0; i < i1; i++)
 	{
-		int64		i0 = TILE_START(t);
-		int64		i1 = TILE_END(sh, t);
-		CmlVec3		sum = {0, 0, 0};
-		CmlVec3		q;
-		double		r2 = 0.0;
-
-		for (int64 i = i0; i < i1; i++)
-		{
-			sum.x += x[i].x;
-			sum.y += x[i].y;
-			sum.z += x[i].z;
-		}
-		q.x = sum.x / (i1 - i0);
-		q.y = sum.y / (i1 - i0);
-		q.z = sum.z / (i1 - i0);
-		for (int64 i = i0; i < i1; i++)
-			r2 = Max(r2, CmlChord2(x[i], q));
-		f->tsum[t] = sum;
-		f->tq[t] = q;
-		/* rounded outwards: no point is farther from q */
-		f->trad[t] = sqrt(r2) * (1.0 + 1e-12) + 1e-15;
+		sum.x += x[i].x;
+		sum.y += x[i].y;
+		sum.z += x[i].z;
 	}
+	q.x = sum.x / (i1 - i0);
+	q.y = sum.y / (i1 - i0);
+	q.z = sum.z / (i1 - i0);
+	for (int64 i = i0; i < i1; i++)
+		r2 = Max(r2, CmlChord2(x[i], q));
+	f->tsum[t] = sum;
+	f->tq[t] = q;
+	/* rounded outwards: no point is farther from q */
+	f->trad[t] = sqrt(r2) * (1.0 + 1e-12) + 1e-15;
 }
 
 /* The nearest two centers of x, from center g on */
@@ -972,8 +606,7 @@ FitSplit(Fit *f, int64 t)
 }
 
 /*
- * The first assignment of a chunk's tiles, and their sums (the first time,
- * the tiles' figures are computed on the way).  A tile goes
+ * The first assignment of a chunk's tiles, and their sums.  A tile goes
  * whole to the center nearest its own center q when the second nearest is
  * farther by more than twice the tile's radius (so it is every point's
  * nearest: the same answer as a look at each); the other tiles' points are
@@ -992,8 +625,6 @@ FitFirstChunk(Fit *f, int32 ch, int64 t0, int64 t1)
 
 	memset(sum, 0, sizeof(CmlVec3) * k);
 	memset(cnt, 0, sizeof(int64) * k);
-	if (!sh->tiles_ready)
-		FitTilesChunk(f, t0, t1);
 	for (int64 t = t0; t < t1; t++)
 	{
 		int64		i0 = TILE_START(t);
@@ -1388,13 +1019,266 @@ LloydMove(Fit *f)
 }
 
 /*
- * One k-means run from k-means++ seeds drawn from xc, the points in canonical
- * order (scratch: n vectors, free until the first pass): Lloyd with
- * Hamerly's bounds, into the label array sh->cur
+ * ---------- k-means++ seeding ----------
+ *
+ * Greedy k-means++ as scikit-learn does it: the first center is a uniform
+ * pick, then each next center is the best (lowest potential) of 2 + ln k
+ * candidates drawn with probability proportional to the squared distance to
+ * the nearest center already chosen (D^2 sampling).
+ *
+ * The draws walk the points in the canonical order, by blocks whose sums of
+ * squared distances are kept (in cache: a block is SEED_BLOCK points), so
+ * the seeds do not depend on the tile order.
+ * The potentials go by tiles: a candidate at distance D from a tile's center
+ * cannot get nearer than D - radius to any of its points, so a tile whose
+ * points are all nearer than that to their centers keeps its potential
+ * without a look at them (with a margin for rounding, so the test only
+ * skips what the exact test would).
+ */
+
+#define SEED_BLOCK 1024			/* points in a block of the canonical order */
+
+/*
+ * a below b by more than rounding: sums over the points in tile order, whose
+ * rounding changes when the data set is turned, must not decide between two
+ * candidates (or two runs) of the same worth
+ */
+static inline bool
+ClearlyBelow(double a, double b)
+{
+	return a < b * (1.0 - 1e-9);
+}
+
+typedef struct SeedState
+{
+	const Fit  *f;				/* the points in tile order, and the tiles */
+	const int32 *idx;			/* canonical index of each point in tile order ... */
+	const int32 *inv;			/* ... and tile position of each in canonical order */
+	int64		n;
+	int64		ntiles;
+	double	   *d2;				/* squared distance to the nearest center, tile order */
+	double	   *tpot;			/* per tile: sum of its points' d2, and the largest */
+	double	   *tfar;
+	double	   *bsum;			/* per canonical block: sum of its points' d2 */
+	int64		nblocks;
+} SeedState;
+
+/* Canonical block of the point at tile position i */
+static inline int64
+SeedBlock(const SeedState *st, int64 i)
+{
+	return (st->idx ? st->idx[i] : i) / SEED_BLOCK;
+}
+
+/* Tile position of the point at canonical index ci */
+static inline int64
+SeedTilePosition(const SeedState *st, int64 ci)
+{
+	return st->inv ? st->inv[ci] : ci;
+}
+
+/* True when no point of tile t can get nearer to cand than it is */
+static inline bool
+SeedTileOutOfReach(const SeedState *st, int64 t, CmlVec3 cand)
+{
+	double		gap = sqrt(CmlChord2(st->f->tq[t], cand)) - st->f->trad[t];
+
+	return gap > 0.0 && gap * gap * (1.0 - 1e-9) > st->tfar[t];
+}
+
+/* Potential of every point if cand were added as a center */
+static double
+SeedTrialPotential(const SeedState *st, CmlVec3 cand)
+{
+	const CmlVec3 *x = st->f->x;
+	double		total = 0.0;
+
+	for (int64 t = 0; t < st->ntiles; t++)
+	{
+		int64		i1 = TILE_END(st->f->sh, t);
+		double		sum = 0.0;
+
+		if (SeedTileOutOfReach(st, t, cand))
+		{
+			total += st->tpot[t];
+			continue;
+		}
+		for (int64 i = TILE_START(t); i < i1; i++)
+		{
+			double		d = CmlChord2(x[i], cand);
+
+			sum += (d < st->d2[i]) ? d : st->d2[i];
+		}
+		total += sum;
+	}
+	return total;
+}
+
+/* Add center cand: the points nearer to it get their new distance */
+static void
+SeedAddCenter(SeedState *st, CmlVec3 cand)
+{
+	const CmlVec3 *x = st->f->x;
+
+	for (int64 t = 0; t < st->ntiles; t++)
+	{
+		int64		i1 = TILE_END(st->f->sh, t);
+		double		pot = 0.0;
+		double		far = 0.0;
+
+		if (SeedTileOutOfReach(st, t, cand))
+			continue;
+		for (int64 i = TILE_START(t); i < i1; i++)
+		{
+			double		d = CmlChord2(x[i], cand);
+
+			if (d < st->d2[i])
+			{
+				st->bsum[SeedBlock(st, i)] += d - st->d2[i];
+				st->d2[i] = d;
+			}
+			pot += st->d2[i];
+			far = Max(far, st->d2[i]);
+		}
+		st->tpot[t] = pot;
+		st->tfar[t] = far;
+	}
+}
+
+/* Set every point's distance to the first center, and the sums */
+static void
+SeedFirstCenter(SeedState *st, CmlVec3 c0)
+{
+	const CmlVec3 *x = st->f->x;
+
+	for (int64 t = 0; t < st->ntiles; t++)
+	{
+		int64		i1 = TILE_END(st->f->sh, t);
+		double		pot = 0.0;
+		double		far = 0.0;
+
+		for (int64 i = TILE_START(t); i < i1; i++)
+		{
+			double		d = CmlChord2(x[i], c0);
+
+			st->d2[i] = d;
+			st->bsum[SeedBlock(st, i)] += d;
+			pot += d;
+			far = Max(far, d);
+		}
+		st->tpot[t] = pot;
+		st->tfar[t] = far;
+	}
+}
+
+/*
+ * A point drawn with probability proportional to its squared distance (the
+ * blocks' sums are kept by additions: one that rounding leaves above zero
+ * with no point beyond zero is passed over)
+ */
+static CmlVec3
+SeedSample(const SeedState *st, double total, pg_prng_state *rng)
+{
+	double		r = pg_prng_double(rng) * total;
+	int64		last = -1;
+
+	for (int64 b = 0; b < st->nblocks; b++)
+	{
+		int64		i0 = b * SEED_BLOCK;
+		int64		i1 = Min(i0 + SEED_BLOCK, st->n);
+
+		if (st->bsum[b] <= r && b + 1 < st->nblocks)
+		{
+			r -= st->bsum[b];
+			continue;
+		}
+		for (int64 ci = i0; ci < i1; ci++)
+		{
+			int64		i = SeedTilePosition(st, ci);
+
+			if (st->d2[i] <= 0.0)
+				continue;
+			last = i;
+			r -= st->d2[i];
+			if (r < 0.0)
+				return st->f->x[i];
+		}
+	}
+	if (last < 0)
+		elog(ERROR, "k-means++ found no point to draw. Please report a bug.");
+	return st->f->x[last];
+}
+
+/*
+ * Greedy k-means++ seeding into f->c, from the points in tile order f->x
+ * (the tiles' figures and f->idx, f->inv set), with f->u as scratch; errors
+ * when there are fewer than k distinct points
  */
 static void
-KmeansOnce(Fit *f, const KmeansOptions *o, double tol_abs, const CmlVec3 *xc,
-		   pg_prng_state *rng, CmlVec3 *scratch, double *inertia, int32 *n_iter)
+SeedCenters(Fit *f, pg_prng_state *rng)
+{
+	int64		n = f->sh->n;
+	int32		k = f->sh->k;
+	int			trials = 2 + (int) log((double) k);
+	SeedState	st;
+
+	st.f = f;
+	st.idx = f->idx;
+	st.inv = f->inv;
+	st.n = n;
+	st.ntiles = (n + FIT_TILE - 1) / FIT_TILE;
+	st.d2 = f->u;
+	st.tpot = palloc_extended(sizeof(double) * st.ntiles, MCXT_ALLOC_HUGE);
+	st.tfar = palloc_extended(sizeof(double) * st.ntiles, MCXT_ALLOC_HUGE);
+	st.nblocks = (n + SEED_BLOCK - 1) / SEED_BLOCK;
+	st.bsum = palloc_extended(sizeof(double) * st.nblocks, MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+
+	f->c[0] = f->x[SeedTilePosition(&st, (int64) (pg_prng_double(rng) * n))];
+	SeedFirstCenter(&st, f->c[0]);
+	for (int32 c = 1; c < k; c++)
+	{
+		double		pot = 0.0;
+		double		best_pot = -1.0;
+		CmlVec3		best = {0};
+
+		CHECK_FOR_INTERRUPTS();
+		/* the tiles' sums are exact: all zero when every point is a center */
+		for (int64 t = 0; t < st.ntiles; t++)
+			pot += st.tpot[t];
+		if (!(pot > 0.0))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("k = %d is larger than the number of distinct points (%d)", k, c),
+					 errhint("Use a smaller k, or DBSCAN for data with many duplicates.")));
+		pot = 0.0;
+		for (int64 b = 0; b < st.nblocks; b++)
+			pot += st.bsum[b];
+		for (int t = 0; t < trials; t++)
+		{
+			CmlVec3		cand = SeedSample(&st, pot, rng);
+			double		tpot = SeedTrialPotential(&st, cand);
+
+			if (t == 0 || ClearlyBelow(tpot, best_pot))
+			{
+				best_pot = tpot;
+				best = cand;
+			}
+		}
+		f->c[c] = best;
+		SeedAddCenter(&st, best);
+	}
+	pfree(st.tpot);
+	pfree(st.tfar);
+	pfree(st.bsum);
+}
+
+/*
+ * One k-means run from k-means++ seeds: Lloyd with Hamerly's bounds, into
+ * the label array sh->cur
+ */
+static void
+KmeansOnce(Fit *f, const KmeansOptions *o, double tol_abs, pg_prng_state *rng,
+		   double *inertia, int32 *n_iter)
 {
 	FitShared  *sh = f->sh;
 	int32		it;
@@ -1402,10 +1286,9 @@ KmeansOnce(Fit *f, const KmeansOptions *o, double tol_abs, const CmlVec3 *xc,
 	f->a = f->labels[sh->cur];
 	memset(f->drift, 0, sizeof(double) * sh->k);
 	sh->drift_max = 0.0;
-	SeedCenters(xc, sh->n, sh->k, rng, f->c, scratch);
+	SeedCenters(f, rng);
 	LloydHalfGaps(f);
 	FitRunPass(f, FIT_PASS_FIRST);
-	sh->tiles_ready = true;
 	FitAddChunks(f, true);
 
 	for (it = 0; it < o->max_iter; it++)
@@ -1438,14 +1321,12 @@ KmeansOnce(Fit *f, const KmeansOptions *o, double tol_abs, const CmlVec3 *xc,
 }
 
 /*
- * Fit k-means on the unit vectors f->x (tile order), seeded from xc (the
- * same in canonical order; scratch: n vectors for the seeding), and build
- * the model in out_cxt; *labels_out (if wanted) is set to the
+ * Fit k-means on the unit vectors f->x (tile order, f->idx and f->inv set)
+ * and build the model in out_cxt; *labels_out (if wanted) is set to the
  * fit's labels, valid until FitEnd
  */
 static CmlModel *
-KmeansFitVectors(Fit *f, const KmeansOptions *o, const CmlVec3 *xc, CmlVec3 *scratch,
-				 int32 **labels_out, MemoryContext out_cxt)
+KmeansFitVectors(Fit *f, const KmeansOptions *o, int32 **labels_out, MemoryContext out_cxt)
 {
 	const CmlVec3 *x = f->x;
 	int64		n = f->sh->n;
@@ -1482,8 +1363,8 @@ KmeansFitVectors(Fit *f, const KmeansOptions *o, const CmlVec3 *xc, CmlVec3 *scr
 		double		inertia;
 		int32		n_iter;
 
-		KmeansOnce(f, o, tol_abs, xc, &rng, scratch, &inertia, &n_iter);
-		if (inertia < best_inertia)
+		KmeansOnce(f, o, tol_abs, &rng, &inertia, &n_iter);
+		if (ClearlyBelow(inertia, best_inertia))
 		{
 			/* keep this run's labels: the next run writes the other array */
 			best_inertia = inertia;
@@ -1798,15 +1679,21 @@ CanonicalOrder(const CmlPoints *pts, OrderedPoint **spare)
 static uint64 TileSpread[1 << TILE_GRID_BITS];
 
 /*
- * Put the n points xc (canonical order) into x in tile order, and the
- * canonical index of each one into idx[] if wanted.  x has room for 24 n
- * bytes, and serves as the sort's scratch first: the sorted keys end in its
- * last third, where the gather, going up, reads each one before the points
- * reach it.  Past 2^31 points the tile order is the canonical order.
+ * Put the points xc (canonical order) into f->x in tile order, the
+ * canonical index of each one into f->idx (and the inverse into f->inv),
+ * and set the tiles' figures.
+ * f->x serves as the sort's scratch first: the sorted keys end in its last
+ * third, where the gather, going up, reads each one before the points reach
+ * it.  Past 2^31 points the tile order is the canonical order (f->idx and
+ * f->inv NULL).
  */
 static void
-TileOrder(const CmlVec3 *xc, int64 n, CmlVec3 *x, int64 *idx)
+TileOrder(const CmlVec3 *xc, Fit *f)
 {
+	int64		n = f->sh->n;
+	CmlVec3    *x = f->x;
+	int32	   *idx;
+	int32	   *inv;
 	uint64	   *a = (uint64 *) x + 2 * n;	/* the last third: the keys ... */
 	uint64	   *b = (uint64 *) x + n;	/* ... and the middle one */
 	const int	idx_bits = 31;
@@ -1822,9 +1709,9 @@ TileOrder(const CmlVec3 *xc, int64 n, CmlVec3 *x, int64 *idx)
 	if (n > PG_INT32_MAX)
 	{
 		memcpy(x, xc, sizeof(CmlVec3) * n);
-		if (idx)
-			for (int64 i = 0; i < n; i++)
-				idx[i] = i;
+		f->idx = f->inv = NULL;
+		for (int64 t = 0; t < (n + FIT_TILE - 1) / FIT_TILE; t++)
+			FitTileFigures(f, t);
 		return;
 	}
 	if (TileSpread[1] == 0)
@@ -1902,14 +1789,21 @@ TileOrder(const CmlVec3 *xc, int64 n, CmlVec3 *x, int64 *idx)
 	pfree(count);
 	Assert(a == (uint64 *) x + 2 * n);
 
-	/* x[i] ends where a[i + 1] starts at the latest: 24 i + 24 <= 16 n + 8 (i + 1) */
+	/*
+	 * x[i] ends where a[i + 1] starts at the latest: 24 i + 24 <= 16 n +
+	 * 8 (i + 1); each tile's figures once its points are in
+	 */
+	idx = f->idx = palloc_extended(sizeof(int32) * n, MCXT_ALLOC_HUGE);
+	inv = f->inv = palloc_extended(sizeof(int32) * n, MCXT_ALLOC_HUGE);
 	for (int64 i = 0; i < n; i++)
 	{
-		int64		at = (int64) (a[i] & idx_mask);
+		int32		at = (int32) (a[i] & idx_mask);
 
 		x[i] = xc[at];
-		if (idx)
-			idx[i] = at;
+		idx[i] = at;
+		inv[at] = (int32) i;
+		if ((i + 1) % FIT_TILE == 0 || i + 1 == n)
+			FitTileFigures(f, i / FIT_TILE);
 	}
 }
 
@@ -1946,12 +1840,10 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	KmeansOptions o;
 	Fit			f;
 	CmlVec3    *xc;
-	CmlVec3    *scratch;
 	CmlModel   *model;
 	OrderedPoint *order;
 	OrderedPoint *spare;
 	int64	   *pos = NULL;
-	int64	   *idx = NULL;
 	int32	   *tile_labels = NULL;
 
 	if (k_in_options)
@@ -1967,16 +1859,14 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	FitBegin(&f, n, o.k, o.n_init);
 
 	/*
-	 * The seeding takes the points in the canonical order, xc, so the model
+	 * The seeding draws the points in the canonical order, xc, so the model
 	 * depends only on the set of points and the seed: not on the scan order,
 	 * nor on the order in which parallel workers' partial states were
-	 * combined.  Lloyd's passes take them in tile order, f.x, in the shared
-	 * memory when there are workers.  Fresh memory is costly (page faults),
-	 * so the buffers serve throughout: serial, the sort's buffer, once the
-	 * input positions are saved, becomes f.x; with one run, the seeding's
-	 * scratch area is xc itself (read once, at the start), and then the
-	 * bounds' (serial).  Several runs need xc for each seeding, and another
-	 * buffer for the scratch area and the bounds.
+	 * combined.  The fit takes them in tile order, f.x, in the shared memory
+	 * when there are workers, and reaches the canonical order through f.inv.
+	 * Fresh memory is costly (page faults): serial, the sort's buffer, once
+	 * the input positions are saved, becomes f.x, and xc's, once the points
+	 * are in tile order, holds the bounds.
 	 */
 	StaticAssertStmt(sizeof(OrderedPoint) == sizeof(CmlVec3) &&
 					 sizeof(CmlVec3) == 3 * sizeof(double),
@@ -1984,7 +1874,7 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	if (labels_out == NULL && MergeableRuns(pts))
 	{
 		/* parallel workers' sorted runs: merged straight into the vectors */
-		order = BigAlloc(sizeof(OrderedPoint) * n);
+		order = f.x == NULL ? BigAlloc(sizeof(OrderedPoint) * n) : NULL;
 		xc = BigAlloc(sizeof(CmlVec3) * n);
 		MergeRuns(pts, NULL, xc);
 	}
@@ -2000,31 +1890,22 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 		pos = palloc_extended(sizeof(int64) * Max(n, 1), MCXT_ALLOC_HUGE);
 		for (int64 i = 0; i < n; i++)
 			pos[i] = order[i].pos;
-		idx = palloc_extended(sizeof(int64) * Max(n, 1), MCXT_ALLOC_HUGE);
 	}
 	if (f.x == NULL)
-	{
 		f.x = (CmlVec3 *) order;
-		order = NULL;
-	}
-	TileOrder(xc, n, f.x, idx);
-	if (o.n_init == 1)
-		scratch = xc;
-	else
-		scratch = order ? (CmlVec3 *) order : BigAlloc(sizeof(CmlVec3) * n);
+	TileOrder(xc, &f);
 	if (f.u == NULL)
 	{
-		f.u = (double *) scratch;
+		f.u = (double *) xc;
 		f.l = f.u + n;
 	}
-	model = KmeansFitVectors(&f, &o, xc, scratch, labels_out ? &tile_labels : NULL,
-							 callerCxt);
+	model = KmeansFitVectors(&f, &o, labels_out ? &tile_labels : NULL, callerCxt);
 	if (labels_out)
 	{
 		/* back to the caller's order */
 		*labels_out = MemoryContextAllocHuge(callerCxt, sizeof(int32) * Max(n, 1));
 		for (int64 i = 0; i < n; i++)
-			(*labels_out)[pos[idx[i]]] = tile_labels[i];
+			(*labels_out)[pos[f.idx ? f.idx[i] : i]] = tile_labels[i];
 	}
 	FitEnd(&f);
 	MemoryContextSwitchTo(callerCxt);
