@@ -56,7 +56,8 @@ SELECT md5(cinematic_ml.kmeans_fit(lat, lon, 4, '{"seed": 2, "n_init": 1}')) = :
 RESET max_parallel_workers_per_gather;
 RESET parallel_setup_cost; RESET parallel_tuple_cost; RESET min_parallel_table_scan_size;
 
--- parallel workers for the fit itself (from 200,000 points): the same model, byte for byte
+-- parallel workers for the fit itself (from 200,000 points and 32 centers): the same model,
+-- byte for byte
 CREATE TABLE big AS
   SELECT 48.80 + 0.1 * ((i::int8 * 7919) % 100003) / 100003.0 + 0.002 * sin(i) AS lat,
          2.25 + 0.2 * ((i::int8 * 104729) % 100019) / 100019.0 + 0.002 * cos(i) AS lon
@@ -64,17 +65,17 @@ CREATE TABLE big AS
 SET parallel_setup_cost = 1e9;  -- a serial scan: only the fit is parallel
 SET max_parallel_workers_per_gather = 1;  -- 2 participants: as many as any machine allows
 SET client_min_messages = debug1;
-SELECT md5(cinematic_ml.kmeans_fit(lat, lon, 8, '{"seed": 3, "n_init": 2}')) AS par FROM big \gset
+SELECT md5(cinematic_ml.kmeans_fit(lat, lon, 32, '{"seed": 3, "n_init": 2}')) AS par FROM big \gset
 RESET client_min_messages;
 SET max_parallel_workers_per_gather = 0;
-SELECT md5(cinematic_ml.kmeans_fit(lat, lon, 8, '{"seed": 3, "n_init": 2}')) = :'par' AS same_model FROM big;
+SELECT md5(cinematic_ml.kmeans_fit(lat, lon, 32, '{"seed": 3, "n_init": 2}')) = :'par' AS same_model FROM big;
 -- cancelled while the workers run: a clean error, and no worker left behind
 SET max_parallel_workers_per_gather = 2;
 SET statement_timeout = '300ms';
 SELECT cinematic_ml.kmeans_fit(lat, lon, 400, '{"n_init": 50}') FROM big;
 RESET statement_timeout;
 SELECT count(*) AS workers_left FROM pg_stat_activity WHERE backend_type = 'parallel worker';
-SELECT md5(cinematic_ml.kmeans_fit(lat, lon, 8, '{"seed": 3, "n_init": 2}')) = :'par' AS same_model_again FROM big;
+SELECT md5(cinematic_ml.kmeans_fit(lat, lon, 32, '{"seed": 3, "n_init": 2}')) = :'par' AS same_model_again FROM big;
 RESET max_parallel_workers_per_gather; RESET parallel_setup_cost;
 DROP TABLE big;
 

@@ -22,7 +22,8 @@
 #   session_close NAME / session_close_all
 #   lsn_wait_replay PRIMARY_CONN STANDBY_CONN [TIMEOUT]
 #                                          wait until the standby replayed the primary's
-#                                          WAL insert position (connection strings)
+#                                          WAL insert position (connection strings;
+#                                          the standby's in key=value form)
 
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 export PATH="$PGBIN:$PATH"
@@ -172,7 +173,10 @@ lsn_wait_replay() { # primary_conninfo standby_conninfo [timeout]
 	# commit record may not be written yet, so pg_current_wal_lsn() can be behind it
 	target=$(psql -X -At -d "$primary" -c "SELECT pg_current_wal_insert_lsn()") || return 1
 	while ((SECONDS - t0 < timeout)); do
-		caught=$(psql -X -At -d "$standby" -c "SELECT pg_last_wal_replay_lsn() >= '$target'::pg_lsn") || return 1
+		# on the standby's postgres database: one just created on the primary is not
+		# there until replayed (the last dbname in a conninfo string wins)
+		caught=$(psql -X -At -d "$standby dbname=postgres" \
+			-c "SELECT pg_last_wal_replay_lsn() >= '$target'::pg_lsn") || return 1
 		[[ "$caught" != t ]] || return 0
 		sleep 0.1
 	done
