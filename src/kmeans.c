@@ -2,19 +2,19 @@
  * kmeans.c — k-means on the sphere's 3-D unit vectors
  *
  * k-means++ seeding (greedy, 2 + ln k local trials, as scikit-learn, with
- * the triangle inequality skipping the points a candidate cannot get nearer
- * to), several initialisations keeping the lowest inertia, and Lloyd's
- * iterations accelerated with Hamerly's bounds, kept for tiles of nearby
- * points as long as each tile's points share a center, and each center's
- * neighbours sorted by distance: these only skip distance computations that
- * cannot change an assignment, so the result is the one plain Lloyd reaches
- * from the same seeds.  Inertia is the sum of squared chord distances in metres
- * (scikit-learn on unit vectors scaled by the Earth's radius gives the same
- * number).  The points are fitted in a canonical order, (lat, lon), so the
- * model depends only on the set of points and the seed.  From 200,000 points
- * the passes over them run in parallel workers (as many as
- * max_parallel_workers_per_gather and the CPUs allow), with the same result
- * to the bit.
+ * the triangle inequality skipping the tiles of points a candidate cannot
+ * get nearer to), several initialisations keeping the lowest inertia, and
+ * Lloyd's iterations accelerated with Hamerly's bounds, kept for tiles of
+ * nearby points as long as each tile's points share a center, and each
+ * center's neighbours sorted by distance: these only skip distance
+ * computations that cannot change an assignment, so the result is the one
+ * plain Lloyd reaches from the same seeds.  Inertia is the sum of squared
+ * chord distances in metres (scikit-learn on unit vectors scaled by the
+ * Earth's radius gives the same number).  The seeds are drawn from the points
+ * in a canonical order, (lat, lon), so the model depends only on the set of
+ * points and the seed.  From 200,000 points and 32 centers the passes over
+ * them run in parallel workers (as many as max_parallel_workers_per_gather
+ * and the CPUs allow), with the same result to the bit.
  */
 #include "postgres.h"
 
@@ -599,8 +599,31 @@ NearestTwoOf(const Fit *f, CmlVec3 x, int32 g, double *d1, double *d2)
 }
 
 /*
+ * Whether a tile whose center q has d1 and d2 for nearest and second nearest
+ * center distances goes whole to the nearest: the second is farther by more
+ * than twice its radius (so the nearest is every point's nearest: the same
+ * answer as a look at each)
+ */
+static inline bool
+FitTileClear(const Fit *f, int64 t, double d1, double d2)
+{
+	return (d2 - d1) * (1.0 - 1e-12) - 1e-15 > 2.0 * f->trad[t];
+}
+
+/* Make tile t whole, at center j, nearest to its center at d1, second at d2 */
+static inline void
+FitTileWhole(Fit *f, int64 t, int32 j, double d1, double d2)
+{
+	f->ta[t] = j;
+	f->tu[t] = d1 + f->trad[t] - f->drift[j];
+	f->tl[t] = d2 - f->trad[t] + f->sh->drift_max;
+}
+
+/*
  * After a look at a split tile's points one by one: when they all have the
- * same center, the tile is whole again, with the loosest of their bounds
+ * same center and the tile is clearly in its cell, it is whole again.  A
+ * tile near a cell's boundary stays split, its points keeping their own
+ * (tighter) bounds, rather than being joined and split again.
  */
 static inline void
 FitTryJoin(Fit *f, int64 t)
@@ -608,19 +631,14 @@ FitTryJoin(Fit *f, int64 t)
 	int64		i0 = TILE_START(t);
 	int64		i1 = TILE_END(f->sh, t);
 	int32		a = f->a[i0];
-	double		u = f->u[i0];
-	double		l = f->l[i0];
+	double		d1;
+	double		d2;
 
 	for (int64 i = i0 + 1; i < i1; i++)
-	{
 		if (f->a[i] != a)
 			return;
-		u = Max(u, f->u[i]);
-		l = Min(l, f->l[i]);
-	}
-	f->ta[t] = a;
-	f->tu[t] = u;
-	f->tl[t] = l;
+	if (NearestTwoOf(f, f->tq[t], a, &d1, &d2) == a && FitTileClear(f, t, d1, d2))
+		FitTileWhole(f, t, a, d1, d2);
 }
 
 /* Split whole tile t: its bounds become each of its points' */
@@ -666,11 +684,9 @@ FitFirstChunk(Fit *f, int32 ch, int64 t0, int64 t1)
 		/* the search starts from the previous tile's center: a near tile */
 		j = NearestTwoOf(f, f->tq[t], g, &d1, &d2);
 		g = j;
-		if ((d2 - d1) * (1.0 - 1e-12) - 1e-15 > 2.0 * f->trad[t])
+		if (FitTileClear(f, t, d1, d2))
 		{
-			f->ta[t] = j;
-			f->tu[t] = d1 + f->trad[t] - f->drift[j];
-			f->tl[t] = d2 - f->trad[t] + sh->drift_max;
+			FitTileWhole(f, t, j, d1, d2);
 			for (int64 i = i0; i < i1; i++)
 				a[i] = j;
 			sum[j].x += f->tsum[t].x;
@@ -694,7 +710,6 @@ FitFirstChunk(Fit *f, int32 ch, int64 t0, int64 t1)
 			cnt[b]++;
 		}
 		f->ta[t] = -1;
-		FitTryJoin(f, t);
 	}
 	f->out[ch].changed = 0;
 }
@@ -704,9 +719,10 @@ FitFirstChunk(Fit *f, int32 ch, int64 t0, int64 t1)
  * bounds hold for each of their points), then on the points of split ones.
  * A whole tile whose upper bound is below max(s, lower bound) keeps its
  * center; otherwise it gets a tight upper bound (distance from its center q
- * plus its radius), and if that is not enough it is split.  A point's test
- * is the same; a point that fails it gets a tight upper bound and, if still
- * needed, a search of the centers.  A tiny slack keeps rounding from
+ * plus its radius), and if that is not enough, a search of the centers from
+ * q: it goes whole to the nearest if that is clear, else it is split.  A
+ * point's test is the same; a point that fails it gets a tight upper bound
+ * and, if still needed, a search of the centers.  A tiny slack keeps rounding from
  * skipping a real change.  The chunk's changes to the sums and the number of
  * points that changed center go to its slots.
  */
@@ -755,10 +771,9 @@ FitAssignChunk(Fit *f, int32 ch, int64 t0, int64 t1)
 								   &d1, &d2);
 			else
 				j = NearestTwo(f->tq[t], c, k, &d1, &d2);
-			if ((d2 - d1) * (1.0 - 1e-12) - 1e-15 > 2.0 * f->trad[t])
+			if (FitTileClear(f, t, d1, d2))
 			{
-				f->tu[t] = d1 + f->trad[t] - drift[j];
-				f->tl[t] = d2 - f->trad[t] + drift_max;
+				FitTileWhole(f, t, j, d1, d2);
 				if (j != ta)
 				{
 					int64		len = TILE_END(sh, t) - TILE_START(t);
@@ -773,7 +788,6 @@ FitAssignChunk(Fit *f, int32 ch, int64 t0, int64 t1)
 					cnt[j] += len;
 					for (int64 i = TILE_START(t); i < TILE_END(sh, t); i++)
 						a[i] = j;
-					f->ta[t] = j;
 					changed += len;
 				}
 				continue;
@@ -1439,8 +1453,9 @@ KmeansFitVectors(Fit *f, const KmeansOptions *o, int32 **labels_out, MemoryConte
 	f->sh->cur = best_labels;
 	FitRunPass(f, FIT_PASS_ZONES);
 	FitRelease(f);
+	/* the distances are in u; l is free */
 	CmlZoneFinish(model, f->labels[best_labels], n, f->u, f->sh->nchunks, f->zsum, f->zmax,
-				  f->zsil);
+				  f->zsil, f->l);
 	if (labels_out)
 		*labels_out = f->labels[best_labels];
 	MemoryContextSwitchTo(old);

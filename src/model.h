@@ -153,7 +153,7 @@ extern void CmlZoneScan(const CmlVec3 *unit, int32 nz, const CmlNeighbour *nb, c
 						double *dsum, double *dmax, double *sil);
 extern void CmlZoneFinish(CmlModel *m, const int32 *labels, int64 n, const double *dist,
 						  int32 nparts, const double *dsum, const double *dmax,
-						  const double *sil);
+						  const double *sil, double *scratch);
 extern void CmlAppendZoneMetrics(StringInfo buf, const CmlModel *m);
 extern void CmlCityFigures(const CmlModel *m, double *mean_points, double *mean_radius);
 

@@ -51,7 +51,12 @@ SelectKth(double *a, int64 n, int64 k)
 	return a[k];
 }
 
-/* At most this many point-to-centroid distances go into the silhouette */
+/*
+ * The silhouette samples at most this many points, and at most this many
+ * point-to-centroid distances (each sample's to every zone, at worst): the
+ * standard error of its mean is below 0.0023 (0.01 with 2,000 zones)
+ */
+#define SILHOUETTE_SAMPLES 200000.0
 #define SILHOUETTE_BUDGET 20000000.0
 
 /* Up to this many zones, the silhouette visits the other zones by distance */
@@ -163,11 +168,12 @@ CmlZoneCentroids(CmlModel *m, const CmlVec3 *x, const int32 *labels, int64 n,
 	pfree(sum);
 }
 
-/* The silhouette takes every stride-th point (a sample when the data is huge) */
+/* The silhouette takes every stride-th point (a sample when the data is large) */
 int64
 CmlZoneStride(int64 n, int32 nz)
 {
-	int64		stride = (int64) ceil((double) n * nz / SILHOUETTE_BUDGET);
+	double		samples = Min(SILHOUETTE_SAMPLES, SILHOUETTE_BUDGET / Max(nz, 1));
+	int64		stride = (int64) ceil((double) n / samples);
 
 	return Max(stride, 1);
 }
@@ -227,16 +233,18 @@ CmlZoneScan(const CmlVec3 *unit, int32 nz, const CmlNeighbour *nb, const CmlVec3
 /*
  * The zone figures and quality metrics from the tallies of nparts ranges
  * (dsum, dmax: nz per range; sil: 2 per range), added up in range order,
- * and every point's distance (dist; grouped by zone here for the p90)
+ * and every point's distance (dist; grouped by zone for the p90 into
+ * scratch, n doubles, or memory of its own if NULL)
  */
 void
 CmlZoneFinish(CmlModel *m, const int32 *labels, int64 n, const double *dist, int32 nparts,
-			  const double *dsum, const double *dmax, const double *sil)
+			  const double *dsum, const double *dmax, const double *sil, double *scratch)
 {
 	int32		nz = m->n_zones;
 	int64	   *start = palloc0(sizeof(int64) * (nz + 1));
 	int64	   *fill = palloc(sizeof(int64) * Max(nz, 1));
-	double	   *grouped = palloc_extended(sizeof(double) * Max(n, 1), MCXT_ALLOC_HUGE);
+	double	   *grouped = scratch ? scratch :
+		palloc_extended(sizeof(double) * Max(n, 1), MCXT_ALLOC_HUGE);
 	double		sil_sum = 0.0;
 	double		sil_n = 0.0;
 
@@ -313,7 +321,8 @@ CmlZoneFinish(CmlModel *m, const int32 *labels, int64 n, const double *dist, int
 	}
 	pfree(start);
 	pfree(fill);
-	pfree(grouped);
+	if (grouped != scratch)
+		pfree(grouped);
 }
 
 /*
@@ -344,7 +353,7 @@ CmlComputeZones(CmlModel *m, const CmlVec3 *x, const int32 *labels, int64 n,
 		CmlSortedNeighbours(unit, nz, nb);
 	}
 	CmlZoneScan(unit, nz, nb, x, labels, 0, n, CmlZoneStride(n, nz), dist, dsum, dmax, sil);
-	CmlZoneFinish(m, labels, n, dist, 1, dsum, dmax, sil);
+	CmlZoneFinish(m, labels, n, dist, 1, dsum, dmax, sil, NULL);
 	pfree(unit);
 	if (nb)
 		pfree(nb);
