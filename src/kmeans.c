@@ -70,7 +70,7 @@ KmeansParseOptions(Jsonb *options, bool with_k, KmeansOptions *o)
 /*
  * A large work array (huge allocation) in the current context, on
  * transparent huge pages where the system offers them: a fit on 1M points
- * faults in ~100 MB of fresh memory, 4 kB at a time otherwise (~10 % of the
+ * faults in ~60 MB of fresh memory, 4 kB at a time otherwise (~10 % of the
  * fit's time).
  */
 static void *
@@ -379,7 +379,7 @@ FitLayout(FitShared *sh, bool with_points)
 
 #define FIT_AT(sh, off) ((void *) ((char *) (sh) + (off)))
 
-/* Point f at the shared state's arrays, and give it its own scratch */
+/* Point f at the shared state's arrays */
 static void
 FitAttach(Fit *f, FitShared *sh)
 {
@@ -714,6 +714,20 @@ FitFirstChunk(Fit *f, int32 ch, int64 t0, int64 t1)
 	f->out[ch].changed = 0;
 }
 
+/* Move m points, whose vectors sum to v, from center a's sums to b's */
+static inline void
+MoveSum(CmlVec3 *sum, int64 *cnt, int32 a, int32 b, CmlVec3 v, int64 m)
+{
+	sum[a].x -= v.x;
+	sum[a].y -= v.y;
+	sum[a].z -= v.z;
+	cnt[a] -= m;
+	sum[b].x += v.x;
+	sum[b].y += v.y;
+	sum[b].z += v.z;
+	cnt[b] += m;
+}
+
 /*
  * E-step of a chunk's tiles with Hamerly's test, first on whole tiles (their
  * bounds hold for each of their points), then on the points of split ones.
@@ -753,24 +767,18 @@ FitAssignChunk(Fit *f, int32 ch, int64 t0, int64 t1)
 		{
 			double		ut = f->tu[t] + drift[ta];
 			double		z = Max(s[ta], f->tl[t] - drift_max) * (1.0 - 1e-12) - 1e-15;
-			double		dq2;
 			double		d1;
 			double		d2;
 			int32		j;
 
 			if (ut <= z)
 				continue;
-			dq2 = CmlChord2(f->tq[t], c[ta]);
-			ut = sqrt(dq2) + f->trad[t];
+			ut = sqrt(CmlChord2(f->tq[t], c[ta])) + f->trad[t];
 			f->tu[t] = ut - drift[ta];
 			if (ut <= z)
 				continue;
 			/* the centers nearest the tile's: still whole, maybe elsewhere? */
-			if (f->nb)
-				j = NearestTwoFrom(f->tq[t], c, f->nb + (int64) ta * (k - 1), k, ta, dq2,
-								   &d1, &d2);
-			else
-				j = NearestTwo(f->tq[t], c, k, &d1, &d2);
+			j = NearestTwoOf(f, f->tq[t], ta, &d1, &d2);
 			if (FitTileClear(f, t, d1, d2))
 			{
 				FitTileWhole(f, t, j, d1, d2);
@@ -778,14 +786,7 @@ FitAssignChunk(Fit *f, int32 ch, int64 t0, int64 t1)
 				{
 					int64		len = TILE_END(sh, t) - TILE_START(t);
 
-					sum[ta].x -= f->tsum[t].x;
-					sum[ta].y -= f->tsum[t].y;
-					sum[ta].z -= f->tsum[t].z;
-					cnt[ta] -= len;
-					sum[j].x += f->tsum[t].x;
-					sum[j].y += f->tsum[t].y;
-					sum[j].z += f->tsum[t].z;
-					cnt[j] += len;
+					MoveSum(sum, cnt, ta, j, f->tsum[t], len);
 					for (int64 i = TILE_START(t); i < TILE_END(sh, t); i++)
 						a[i] = j;
 					changed += len;
@@ -823,14 +824,7 @@ FitAssignChunk(Fit *f, int32 ch, int64 t0, int64 t1)
 			l[i] = li + drift_max;
 			if (bi != ai)
 			{
-				sum[ai].x -= x[i].x;
-				sum[ai].y -= x[i].y;
-				sum[ai].z -= x[i].z;
-				cnt[ai]--;
-				sum[bi].x += x[i].x;
-				sum[bi].y += x[i].y;
-				sum[bi].z += x[i].z;
-				cnt[bi]++;
+				MoveSum(sum, cnt, ai, bi, x[i], 1);
 				a[i] = bi;
 				changed++;
 			}
@@ -1172,9 +1166,12 @@ SeedTrialPotential(const SeedState *st, CmlVec3 cand)
 	return total;
 }
 
-/* Add center cand: the points nearer to it get their new distance */
+/*
+ * Add center cand: the points nearer to it get their new distance (first:
+ * it is the first center, every point's distance is set)
+ */
 static void
-SeedAddCenter(SeedState *st, CmlVec3 cand)
+SeedAddCenter(SeedState *st, CmlVec3 cand, bool first)
 {
 	const CmlVec3 *x = st->f->x;
 
@@ -1184,44 +1181,19 @@ SeedAddCenter(SeedState *st, CmlVec3 cand)
 		double		pot = 0.0;
 		double		far = 0.0;
 
-		if (SeedTileOutOfReach(st, t, cand))
+		if (!first && SeedTileOutOfReach(st, t, cand))
 			continue;
 		for (int64 i = TILE_START(t); i < i1; i++)
 		{
 			double		d = CmlChord2(x[i], cand);
 
-			if (d < st->d2[i])
+			if (first || d < st->d2[i])
 			{
-				st->bsum[SeedBlock(st, i)] += d - st->d2[i];
+				st->bsum[SeedBlock(st, i)] += first ? d : d - st->d2[i];
 				st->d2[i] = d;
 			}
 			pot += st->d2[i];
 			far = Max(far, st->d2[i]);
-		}
-		SeedTileSet(st, t, pot, far);
-	}
-}
-
-/* Set every point's distance to the first center, and the sums */
-static void
-SeedFirstCenter(SeedState *st, CmlVec3 c0)
-{
-	const CmlVec3 *x = st->f->x;
-
-	for (int64 t = 0; t < st->ntiles; t++)
-	{
-		int64		i1 = TILE_END(st->f->sh, t);
-		double		pot = 0.0;
-		double		far = 0.0;
-
-		for (int64 i = TILE_START(t); i < i1; i++)
-		{
-			double		d = CmlChord2(x[i], c0);
-
-			st->d2[i] = d;
-			st->bsum[SeedBlock(st, i)] += d;
-			pot += d;
-			far = Max(far, d);
 		}
 		SeedTileSet(st, t, pot, far);
 	}
@@ -1290,7 +1262,7 @@ SeedCenters(Fit *f, pg_prng_state *rng)
 	st.bsum = palloc_extended(sizeof(double) * st.nblocks, MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
 
 	f->c[0] = f->x[SeedTilePosition(&st, (int64) (pg_prng_double(rng) * n))];
-	SeedFirstCenter(&st, f->c[0]);
+	SeedAddCenter(&st, f->c[0], true);
 	for (int32 c = 1; c < k; c++)
 	{
 		double		pot = 0.0;
@@ -1321,7 +1293,7 @@ SeedCenters(Fit *f, pg_prng_state *rng)
 			}
 		}
 		f->c[c] = best;
-		SeedAddCenter(&st, best);
+		SeedAddCenter(&st, best, false);
 	}
 	pfree(st.tpot);
 	pfree(st.treach);
@@ -1541,6 +1513,21 @@ ComparePointOrder(const OrderedPoint *a, const OrderedPoint *b)
 #define RADIX_PASSES 3
 #define SMALL_RUN 32
 
+/* A digit's histogram becomes each value's first slot in the scatter */
+static inline void
+RadixOffsets(int64 *count)
+{
+	int64		total = 0;
+
+	for (int v = 0; v < RADIX_SIZE; v++)
+	{
+		int64		cnt = count[v];
+
+		count[v] = total;
+		total += cnt;
+	}
+}
+
 /* At most this many runs (parallel partial states) are merged rather than sorted */
 #define MERGE_MAX_RUNS 64
 
@@ -1665,17 +1652,10 @@ CanonicalOrder(const CmlPoints *pts, OrderedPoint **spare)
 	{
 		int			shift = digit[p] * RADIX_BITS;
 		int64	   *c = count + digit[p] * RADIX_SIZE;
-		int64		total = 0;
 		OrderedPoint *swap;
 
 		CHECK_FOR_INTERRUPTS();
-		for (int v = 0; v < RADIX_SIZE; v++)
-		{
-			int64		cnt = c[v];
-
-			c[v] = total;
-			total += cnt;
-		}
+		RadixOffsets(c);
 		for (int64 i = 0; i < n; i++)
 			b[c[(a[i].key >> shift) & (RADIX_SIZE - 1)]++] = a[i];
 		swap = a;
@@ -1824,19 +1804,12 @@ TileOrder(const CmlVec3 *xc, Fit *f)
 	{
 		int			shift = idx_bits + d * RADIX_BITS;
 		int64	   *c = count + d * RADIX_SIZE;
-		int64		total = 0;
 		uint64	   *swap;
 
 		if (c[(a[0] >> shift) & (RADIX_SIZE - 1)] == n)
 			continue;
 		CHECK_FOR_INTERRUPTS();
-		for (int v = 0; v < RADIX_SIZE; v++)
-		{
-			int64		cnt = c[v];
-
-			c[v] = total;
-			total += cnt;
-		}
+		RadixOffsets(c);
 		for (int64 i = 0; i < n; i++)
 			b[c[(a[i] >> shift) & (RADIX_SIZE - 1)]++] = a[i];
 		swap = a;
