@@ -29,6 +29,27 @@ WITH m AS (SELECT cinematic_ml.kmeans_fit(lat, lon, 4, '{"seed": 5}') AS model F
      w AS (SELECT id, lat, lon, cinematic_ml.cluster_kmeans(lat, lon, 4, '{"seed": 5}') OVER () AS c FROM pts)
 SELECT count(*) FILTER (WHERE c <> cinematic_ml.predict_cluster(m.model, lat, lon)) AS disagreements FROM w, m;
 
+-- tiles of 32 points: sets around a tile's size, with duplicates (coordinates rounded to
+-- 0.001 degree) and without; every label is its point's nearest center, so the window
+-- function agrees with predict on every row
+WITH s AS (
+  SELECT n, k, i,
+         48.85 + CASE WHEN n % 2 = 1 THEN round((0.01 * sin(i * 1.7) * (1 + i % 3))::numeric, 3)
+                      ELSE 0.01 * sin(i * 1.7) * (1 + i % 3) END AS lat,
+         2.35 + CASE WHEN n % 2 = 1 THEN round((0.02 * cos(i * 2.3))::numeric, 3)
+                     ELSE 0.02 * cos(i * 2.3) END AS lon
+    FROM (VALUES (1, 1), (5, 3), (31, 4), (32, 4), (33, 5), (64, 7), (65, 7), (3000, 12), (3001, 40)) c(n, k),
+         generate_series(1, n) i),
+     m AS (SELECT n, k, cinematic_ml.kmeans_fit(lat, lon, k, '{"seed": 1, "n_init": 2}') AS model
+             FROM s GROUP BY n, k),
+     w AS (SELECT n, k, lat, lon,
+                  cinematic_ml.cluster_kmeans(lat, lon, k, '{"seed": 1, "n_init": 2}') OVER (PARTITION BY n, k) AS c
+             FROM s)
+SELECT n, k, count(*) AS points, (cinematic_ml.model_info(m.model)->>'n_zones')::int AS zones,
+       count(*) FILTER (WHERE c <> cinematic_ml.predict_cluster(m.model, lat, lon)) AS disagreements
+  FROM w JOIN m USING (n, k)
+ GROUP BY n, k, m.model ORDER BY n;
+
 -- one model per group with GROUP BY, and FILTER
 SELECT g, cinematic_ml.model_info(cinematic_ml.kmeans_fit(lat, lon, 2))->>'n_train' AS n
   FROM pts GROUP BY g ORDER BY g;

@@ -1016,6 +1016,8 @@ LloydReseedEmpty(Fit *f)
 		}
 		if (fi < 0)
 			elog(ERROR, "k-means could not re-seed an empty cluster. Please report a bug.");
+		elog(DEBUG2, "k-means: cluster %d is empty, re-seeded on the point farthest from its center",
+			 j);
 		if (f->ta[fi / FIT_TILE] >= 0)
 			FitSplit(f, fi / FIT_TILE);
 		af = a[fi];
