@@ -1530,14 +1530,11 @@ RadixOffsets(int64 *count)
 	}
 }
 
-/* At most this many runs (parallel partial states) are merged rather than sorted */
-#define MERGE_MAX_RUNS 64
-
 /* True when the points are runs in canonical order that MergeRuns takes */
 static inline bool
 MergeableRuns(const CmlPoints *pts)
 {
-	return pts->nruns > 0 && pts->nruns <= MERGE_MAX_RUNS &&
+	return pts->nruns > 0 && pts->nruns <= CML_MERGE_MAX_RUNS &&
 		pts->run_end[pts->nruns - 1] == pts->n;
 }
 
@@ -1549,23 +1546,26 @@ static void
 MergeRuns(const CmlPoints *pts, OrderedPoint *a, CmlVec3 *x)
 {
 	int32		nr = pts->nruns;
-	int64		cur[MERGE_MAX_RUNS];
-	int64		end[MERGE_MAX_RUNS];
-	uint64		hk[MERGE_MAX_RUNS];
-	double		hl[MERGE_MAX_RUNS];
-	const double *ll = pts->ll;
+	const double *ll[CML_MERGE_MAX_RUNS];
+	int64		start[CML_MERGE_MAX_RUNS];
+	int64		cur[CML_MERGE_MAX_RUNS];
+	int64		end[CML_MERGE_MAX_RUNS];
+	uint64		hk[CML_MERGE_MAX_RUNS];
+	double		hl[CML_MERGE_MAX_RUNS];
 
-	/* an exhausted run's head is above any point's (lon <= 180) */
+	/* each run from its own index 0; an exhausted run's head is above any point's */
 	for (int32 r = 0; r < nr; r++)
 	{
-		cur[r] = r > 0 ? pts->run_end[r - 1] : 0;
-		end[r] = pts->run_end[r];
+		ll[r] = CmlPointsRun(pts, r);
+		start[r] = r > 0 ? pts->run_end[r - 1] : 0;
+		cur[r] = 0;
+		end[r] = pts->run_end[r] - start[r];
 		hk[r] = PG_UINT64_MAX;
 		hl[r] = INFINITY;
-		if (cur[r] < end[r])
+		if (end[r] > 0)
 		{
-			hk[r] = OrderKey(ll[2 * cur[r]]);
-			hl[r] = ll[2 * cur[r] + 1] + 0.0;
+			hk[r] = OrderKey(ll[r][0]);
+			hl[r] = ll[r][1] + 0.0;
 		}
 	}
 	for (int64 i = 0; i < pts->n; i++)
@@ -1582,12 +1582,12 @@ MergeRuns(const CmlPoints *pts, OrderedPoint *a, CmlVec3 *x)
 		{
 			a[i].key = hk[b];
 			a[i].lon = hl[b];
-			a[i].pos = at;
+			a[i].pos = start[b] + at;
 		}
 		if (cur[b] < end[b])
 		{
-			uint64		k = OrderKey(ll[2 * at + 2]);
-			double		l = ll[2 * at + 3] + 0.0;
+			uint64		k = OrderKey(ll[b][2 * at + 2]);
+			double		l = ll[b][2 * at + 3] + 0.0;
 
 			if (unlikely(k < hk[b] || (k == hk[b] && l < hl[b])))
 				elog(ERROR, "partial k-means state out of order. Please report a bug.");

@@ -520,6 +520,70 @@ HasRuns(const CmlPoints *pts)
 	return pts->nruns > 0 && pts->run_end[pts->nruns - 1] == pts->n;
 }
 
+/*
+ * Copy linked runs (run_ll) into one array, ll, with room for `cap` points;
+ * the runs stay runs
+ */
+static void
+MaterializeRuns(CmlPoints *pts, int64 cap, MemoryContext cxt)
+{
+	double	   *ll;
+	int64		at = 0;
+
+	if (pts->run_ll == NULL)
+		return;
+	cap = Max(cap, Max(pts->n, 1));
+	if ((Size) cap > MaxAllocHugeSize / (2 * sizeof(double)))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("too many points to cluster (%lld)", (long long) cap)));
+	ll = MemoryContextAllocHuge(cxt, sizeof(double) * 2 * cap);
+	CmlAdviseHugePages(ll, sizeof(double) * 2 * cap);
+	for (int32 r = 0; r < pts->nruns; r++)
+	{
+		int64		len = pts->run_end[r] - at;
+
+		memcpy(ll + 2 * at, pts->run_ll[r], sizeof(double) * 2 * len);
+		at += len;
+	}
+	pts->ll = ll;
+	pts->cap = cap;
+	pfree(pts->run_ll);
+	pts->run_ll = NULL;
+}
+
+/*
+ * Append b's points to a by linking b's runs, without a copy: when both are
+ * runs in canonical order (k-means' sorted partial states), unlabelled, and
+ * not too many for a merge.  False when a copy is needed.
+ */
+static bool
+LinkRuns(CmlPoints *a, const CmlPoints *b, MemoryContext cxt)
+{
+	int32		nr = a->nruns + b->nruns;
+
+	if (a->n == 0 || b->n == 0 || !HasRuns(a) || !HasRuns(b) ||
+		a->label != NULL || b->label != NULL || nr > CML_MERGE_MAX_RUNS)
+		return false;
+	if (a->run_ll == NULL)
+	{
+		double	  **run_ll = MemoryContextAlloc(cxt, sizeof(double *) * CML_MERGE_MAX_RUNS);
+
+		for (int32 r = 0; r < a->nruns; r++)
+			run_ll[r] = (double *) CmlPointsRun(a, r);
+		a->run_ll = run_ll;
+	}
+	a->run_end = repalloc(a->run_end, sizeof(int64) * nr);
+	for (int32 r = 0; r < b->nruns; r++)
+	{
+		a->run_ll[a->nruns + r] = (double *) CmlPointsRun(b, r);
+		a->run_end[a->nruns + r] = a->n + b->run_end[r];
+	}
+	a->nruns = nr;
+	a->n += b->n;
+	return true;
+}
+
 /* Runs of a after b's points were appended (a->n not yet counting them) */
 static void
 CombineRuns(CmlPoints *a, const CmlPoints *b, MemoryContext cxt)
@@ -574,6 +638,10 @@ cml_points_combine(PG_FUNCTION_ARGS)
 
 	if (b->has_params)
 		SetParams(a, b->param[0], b->param[1], b->options, aggcxt);
+	/* the sorted states of parallel workers: b's arrays stay where they are */
+	if (LinkRuns(a, b, aggcxt))
+		PG_RETURN_POINTER(a);
+	MaterializeRuns(a, a->n + b->n, aggcxt);
 	old = MemoryContextSwitchTo(aggcxt);
 	CmlPointsReserve(a, a->n + b->n);
 	MemoryContextSwitchTo(old);
@@ -583,7 +651,16 @@ cml_points_combine(PG_FUNCTION_ARGS)
 			elog(ERROR, "cannot combine labelled and unlabelled points. Please report a bug.");
 		a->label = MemoryContextAlloc(aggcxt, sizeof(int32) * a->cap);
 	}
-	memcpy(a->ll + 2 * a->n, b->ll, sizeof(double) * 2 * b->n);
+	if (b->run_ll == NULL)
+		memcpy(a->ll + 2 * a->n, b->ll, sizeof(double) * 2 * b->n);
+	else
+		for (int32 r = 0; r < b->nruns; r++)
+		{
+			int64		start = r > 0 ? b->run_end[r - 1] : 0;
+
+			memcpy(a->ll + 2 * (a->n + start), b->run_ll[r],
+				   sizeof(double) * 2 * (b->run_end[r] - start));
+		}
 	if (b->label != NULL)
 		memcpy(a->label + a->n, b->label, sizeof(int32) * b->n);
 	CombineRuns(a, b, aggcxt);
@@ -600,6 +677,10 @@ cml_points_serialize(PG_FUNCTION_ARGS)
 	Size		need;
 	int32		optlen = pts->options ? VARSIZE(pts->options) : 0;
 	bool		sorted = pts->sort_partial && pts->label == NULL && pts->n > 0;
+
+	/* sorted, linked runs are merged; otherwise the points go as they are, in one array */
+	if (!sorted)
+		MaterializeRuns(pts, pts->n, CurrentMemoryContext);
 
 	need = add_size(64 + optlen, mul_size(pts->n, 2 * sizeof(double) + sizeof(int32)));
 	if (need > MaxAllocSize - VARHDRSZ)

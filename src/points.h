@@ -24,7 +24,18 @@ typedef struct CmlPoints
 	bool		sort_partial;	/* serialise the points in k-means' canonical order */
 	int32		nruns;			/* when run_end[nruns - 1] == n: ll is nruns runs */
 	int64	   *run_end;		/* each in canonical order, ending there */
+	double	  **run_ll;			/* or, if set, run r is at run_ll[r], not in ll */
 } CmlPoints;
+
+/* At most this many runs (parallel partial states) are merged rather than sorted */
+#define CML_MERGE_MAX_RUNS 64
+
+/* Where run r's (lat, lon) pairs are */
+static inline const double *
+CmlPointsRun(const CmlPoints *pts, int32 r)
+{
+	return pts->run_ll ? pts->run_ll[r] : pts->ll + 2 * (r > 0 ? pts->run_end[r - 1] : 0);
+}
 
 /* One recognised key of an options jsonb */
 typedef enum CmlOptType
