@@ -22,7 +22,7 @@ typedef struct CmlPoints
 	double		param[2];		/* k-means: k; DBSCAN: eps_m, min_points */
 	Jsonb	   *options;		/* k-means options, or NULL */
 	bool		sort_partial;	/* serialise the points in k-means' canonical order */
-	int32		nruns;			/* when run_end[nruns - 1] == n: ll is nruns runs */
+	int32		nruns;			/* when run_end[nruns - 1] == n: the points are nruns runs */
 	int64	   *run_end;		/* each in canonical order, ending there */
 	double	  **run_ll;			/* or, if set, run r is at run_ll[r], not in ll */
 } CmlPoints;
