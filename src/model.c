@@ -105,6 +105,17 @@ CmlModelSerialize(const CmlModel *m)
 	uint32		total;
 	pg_crc32c	crc;
 	bytea	   *result;
+	/* the header and counts take less than 256 bytes */
+	double		need = 256.0 + (double) m->n_zones * 9 * sizeof(double) +
+		(double) m->n_core * (2 * sizeof(double) + sizeof(int32));
+
+	/* a bytea holds at most 1 GB: say so before the buffer fails to grow */
+	if (need > (double) MaxAllocSize)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("the model is too large to store: %.0f bytes (%lld core points), over the 1 GB a value can hold",
+						need, (long long) m->n_core),
+				 errhint("For DBSCAN, fewer points become core points with a larger min_points or a smaller eps_m.")));
 
 	initStringInfo(&buf);
 	/* reserve room for the varlena header, then the model header */
