@@ -1540,10 +1540,10 @@ MergeableRuns(const CmlPoints *pts)
 
 /*
  * Merge the runs of points (each in canonical order, as the parallel workers
- * sent them) into a[], or straight into their unit vectors x[]
+ * sent them) into a[]
  */
 static void
-MergeRuns(const CmlPoints *pts, OrderedPoint *a, CmlVec3 *x)
+MergeRuns(const CmlPoints *pts, OrderedPoint *a)
 {
 	int32		nr = pts->nruns;
 	const double *ll[CML_MERGE_MAX_RUNS];
@@ -1576,14 +1576,9 @@ MergeRuns(const CmlPoints *pts, OrderedPoint *a, CmlVec3 *x)
 		for (int32 r = 1; r < nr; r++)
 			b = (hk[r] < hk[b] || (hk[r] == hk[b] && hl[r] < hl[b])) ? r : b;
 		at = cur[b]++;
-		if (x)
-			x[i] = CmlLatLonToVec(OrderKeyValue(hk[b]), hl[b]);
-		else
-		{
-			a[i].key = hk[b];
-			a[i].lon = hl[b];
-			a[i].pos = start[b] + at;
-		}
+		a[i].key = hk[b];
+		a[i].lon = hl[b];
+		a[i].pos = start[b] + at;
 		if (cur[b] < end[b])
 		{
 			uint64		k = OrderKey(ll[b][2 * at + 2]);
@@ -1622,7 +1617,7 @@ CanonicalOrder(const CmlPoints *pts, OrderedPoint **spare)
 	/* made of runs already in order (parallel workers' partial states): merge */
 	if (MergeableRuns(pts))
 	{
-		MergeRuns(pts, a, NULL);
+		MergeRuns(pts, a);
 		*spare = b;
 		return a;
 	}
@@ -1704,7 +1699,7 @@ CanonicalOrder(const CmlPoints *pts, OrderedPoint **spare)
  *
  * Lloyd's passes take the points in an order that keeps near points near in
  * the array, so that tiles of consecutive points are small patches of the
- * map: the Z-order (Morton order) of their unit vectors on a grid of 2048
+ * map: the Z-order (Morton order) of their (lat, lon) on a grid of 2048
  * cells a side over their bounding box, and the canonical order within a
  * cell, by a stable LSD radix sort from the canonical order: a function of
  * the point set, like the canonical order.  Only Lloyd's arithmetic sees
@@ -1712,22 +1707,28 @@ CanonicalOrder(const CmlPoints *pts, OrderedPoint **spare)
  * does not change when the data set is turned in longitude.
  */
 
-#define TILE_GRID_BITS RADIX_BITS	/* 3 coordinates: 3 radix digits */
+#define TILE_GRID_BITS RADIX_BITS	/* 2 coordinates: 2 radix digits */
+#define TILE_PREFETCH 16			/* points fetched ahead by the gather */
 
-/* The grid coordinate c's bits spread to every third bit (0, 3, 6, ...) */
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(addr) __builtin_prefetch(addr)
+#else
+#define PREFETCH(addr) ((void) 0)
+#endif
+
+/* The grid coordinate c's bits spread to every other bit (0, 2, 4, ...) */
 static uint64 TileSpread[1 << TILE_GRID_BITS];
 
 /*
- * Put the points xc (canonical order) into f->x in tile order, the
- * canonical index of each one into f->idx (and the inverse into f->inv),
- * and set the tiles' figures.
- * f->x serves as the sort's scratch first: the sorted keys end in its last
- * third, where the gather, going up, reads each one before the points reach
- * it.  Past 2^31 points the tile order is the canonical order (f->idx and
- * f->inv NULL).
+ * Put the points, whose canonical order is order[], into f->x in tile
+ * order as unit vectors, the canonical index of each one into f->idx (and
+ * the inverse into f->inv), and set the tiles' figures.  f->x serves as the
+ * sort's scratch first: the sorted keys end in its last third, where the
+ * gather, going up, reads each one before the points reach it.  Past 2^31
+ * points the tile order is the canonical order (f->idx and f->inv NULL).
  */
 static void
-TileOrder(const CmlVec3 *xc, Fit *f)
+TileOrder(const OrderedPoint *order, Fit *f)
 {
 	int64		n = f->sh->n;
 	CmlVec3    *x = f->x;
@@ -1737,55 +1738,56 @@ TileOrder(const CmlVec3 *xc, Fit *f)
 	uint64	   *b = (uint64 *) x + n;	/* ... and the middle one */
 	const int	idx_bits = 31;
 	const uint64 idx_mask = (UINT64CONST(1) << idx_bits) - 1;
-	double		lo[3] = {INFINITY, INFINITY, INFINITY};
-	double		hi[3] = {-INFINITY, -INFINITY, -INFINITY};
-	double		scale[3];
+	/* the canonical order is by latitude: its ends give the latitudes' range */
+	double		lat0 = OrderKeyValue(order[0].key);
+	double		lat1 = OrderKeyValue(order[n - 1].key);
+	double		lon0 = INFINITY;
+	double		lon1 = -INFINITY;
+	double		slat;
+	double		slon;
 	int64	   *count;
 	int			npass = 0;
 
 	StaticAssertStmt(sizeof(CmlVec3) == 3 * sizeof(uint64), "tile order keys fit in x");
-	StaticAssertStmt(3 * TILE_GRID_BITS + 31 <= 64, "a tile order key is 64 bits");
+	StaticAssertStmt(2 * TILE_GRID_BITS + 31 <= 64, "a tile order key is 64 bits");
 	if (n > PG_INT32_MAX)
 	{
-		memcpy(x, xc, sizeof(CmlVec3) * n);
+		for (int64 i = 0; i < n; i++)
+		{
+			x[i] = CmlLatLonToVec(OrderKeyValue(order[i].key), order[i].lon);
+			if ((i + 1) % FIT_TILE == 0 || i + 1 == n)
+				FitTileFigures(f, i / FIT_TILE);
+		}
 		f->idx = f->inv = NULL;
-		for (int64 t = 0; t < (n + FIT_TILE - 1) / FIT_TILE; t++)
-			FitTileFigures(f, t);
 		return;
 	}
 	if (TileSpread[1] == 0)
 		for (uint64 c = 0; c < (1 << TILE_GRID_BITS); c++)
 			for (int bit = 0; bit < TILE_GRID_BITS; bit++)
-				TileSpread[c] |= ((c >> bit) & 1) << (3 * bit);
+				TileSpread[c] |= ((c >> bit) & 1) << (2 * bit);
 
-	for (int64 i = 0; i < n; i++)
+	for (int64 c = 0; c < n; c++)
 	{
-		lo[0] = Min(lo[0], xc[i].x);
-		hi[0] = Max(hi[0], xc[i].x);
-		lo[1] = Min(lo[1], xc[i].y);
-		hi[1] = Max(hi[1], xc[i].y);
-		lo[2] = Min(lo[2], xc[i].z);
-		hi[2] = Max(hi[2], xc[i].z);
+		lon0 = Min(lon0, order[c].lon);
+		lon1 = Max(lon1, order[c].lon);
 	}
 	/* just below the grid size, so that a cell index stays in range */
-	for (int d = 0; d < 3; d++)
-		scale[d] = hi[d] > lo[d] ? ((1 << TILE_GRID_BITS) - 0.5) / (hi[d] - lo[d]) : 0.0;
+	slat = lat1 > lat0 ? ((1 << TILE_GRID_BITS) - 0.5) / (lat1 - lat0) : 0.0;
+	slon = lon1 > lon0 ? ((1 << TILE_GRID_BITS) - 0.5) / (lon1 - lon0) : 0.0;
 
 	/*
 	 * Keys: the Z-order's bits above 31 bits of canonical index (so no two
 	 * are equal), and each digit's histogram in the same pass
 	 */
-	count = palloc0(sizeof(int64) * 3 * RADIX_SIZE);
-	for (int64 i = 0; i < n; i++)
+	count = palloc0(sizeof(int64) * 2 * RADIX_SIZE);
+	for (int64 c = 0; c < n; c++)
 	{
-		int64		cx = (int64) ((xc[i].x - lo[0]) * scale[0]);
-		int64		cy = (int64) ((xc[i].y - lo[1]) * scale[1]);
-		int64		cz = (int64) ((xc[i].z - lo[2]) * scale[2]);
-		uint64		z = (TileSpread[cx] << 2) | (TileSpread[cy] << 1) | TileSpread[cz];
-		uint64		key = (z << idx_bits) | (uint64) i;
+		int64		cy = (int64) ((OrderKeyValue(order[c].key) - lat0) * slat);
+		int64		cx = (int64) ((order[c].lon - lon0) * slon);
+		uint64		key = (((TileSpread[cy] << 1) | TileSpread[cx]) << idx_bits) | (uint64) c;
 
-		a[i] = key;
-		for (int d = 0; d < 3; d++)
+		a[c] = key;
+		for (int d = 0; d < 2; d++)
 			count[d * RADIX_SIZE + ((key >> (idx_bits + d * RADIX_BITS)) & (RADIX_SIZE - 1))]++;
 	}
 
@@ -1793,7 +1795,7 @@ TileOrder(const CmlVec3 *xc, Fit *f)
 	 * One stable scatter per digit but those where every key is the same;
 	 * the keys start where they end up, in the last third
 	 */
-	for (int d = 0; d < 3; d++)
+	for (int d = 0; d < 2; d++)
 		if (count[d * RADIX_SIZE + ((a[0] >> (idx_bits + d * RADIX_BITS)) & (RADIX_SIZE - 1))] < n)
 			npass++;
 	if (npass % 2 == 1)
@@ -1802,7 +1804,7 @@ TileOrder(const CmlVec3 *xc, Fit *f)
 		b = a;
 		a = (uint64 *) x + n;
 	}
-	for (int d = 0; d < 3; d++)
+	for (int d = 0; d < 2; d++)
 	{
 		int			shift = idx_bits + d * RADIX_BITS;
 		int64	   *c = count + d * RADIX_SIZE;
@@ -1831,7 +1833,10 @@ TileOrder(const CmlVec3 *xc, Fit *f)
 	{
 		int32		at = (int32) (a[i] & idx_mask);
 
-		x[i] = xc[at];
+		/* the trigonometry would leave few loads in flight: fetch ahead */
+		if (i + TILE_PREFETCH < n)
+			PREFETCH(&order[a[i + TILE_PREFETCH] & idx_mask]);
+		x[i] = CmlLatLonToVec(OrderKeyValue(order[at].key), order[at].lon);
 		idx[i] = at;
 		inv[at] = (int32) i;
 		if ((i + 1) % FIT_TILE == 0 || i + 1 == n)
@@ -1871,7 +1876,6 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	int64		n = pts->n;
 	KmeansOptions o;
 	Fit			f;
-	CmlVec3    *xc;
 	CmlModel   *model;
 	OrderedPoint *order;
 	OrderedPoint *spare;
@@ -1891,32 +1895,19 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	FitBegin(&f, n, o.k, o.n_init);
 
 	/*
-	 * The seeding draws the points in the canonical order, xc, so the model
+	 * The seeding draws the points in the canonical order, so the model
 	 * depends only on the set of points and the seed: not on the scan order,
 	 * nor on the order in which parallel workers' partial states were
 	 * combined.  The fit takes them in tile order, f.x, in the shared memory
 	 * when there are workers, and reaches the canonical order through f.inv.
-	 * Fresh memory is costly (page faults): serial, the sort's buffer, once
-	 * the input positions are saved, becomes f.x, and xc's, once the points
-	 * are in tile order, holds the bounds.
+	 * Fresh memory is costly (page faults): serial, the sort's spare buffer
+	 * becomes f.x, and the sorted one, once the points are in tile order,
+	 * holds the bounds.
 	 */
 	StaticAssertStmt(sizeof(OrderedPoint) == sizeof(CmlVec3) &&
 					 sizeof(CmlVec3) == 3 * sizeof(double),
 					 "the k-means buffers are shared");
-	if (labels_out == NULL && MergeableRuns(pts))
-	{
-		/* parallel workers' sorted runs: merged straight into the vectors */
-		order = f.x == NULL ? BigAlloc(sizeof(OrderedPoint) * n) : NULL;
-		xc = BigAlloc(sizeof(CmlVec3) * n);
-		MergeRuns(pts, NULL, xc);
-	}
-	else
-	{
-		order = CanonicalOrder(pts, &spare);
-		xc = (CmlVec3 *) spare;
-		for (int64 i = 0; i < n; i++)
-			xc[i] = CmlLatLonToVec(OrderKeyValue(order[i].key), order[i].lon);
-	}
+	order = CanonicalOrder(pts, &spare);
 	if (labels_out)
 	{
 		pos = palloc_extended(sizeof(int64) * Max(n, 1), MCXT_ALLOC_HUGE);
@@ -1924,11 +1915,11 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 			pos[i] = order[i].pos;
 	}
 	if (f.x == NULL)
-		f.x = (CmlVec3 *) order;
-	TileOrder(xc, &f);
+		f.x = (CmlVec3 *) spare;
+	TileOrder(order, &f);
 	if (f.u == NULL)
 	{
-		f.u = (double *) xc;
+		f.u = (double *) order;
 		f.l = f.u + n;
 	}
 	model = KmeansFitVectors(&f, &o, labels_out ? &tile_labels : NULL, callerCxt);
