@@ -1234,6 +1234,13 @@ SeedSample(const SeedState *st, double total, pg_prng_state *rng)
 				return st->f->x[i];
 		}
 	}
+	/*
+	 * rounding left r beyond the blocks walked, and the last block has no
+	 * weight: the last point that has one
+	 */
+	for (int64 ci = st->n - 1; last < 0 && ci >= 0; ci--)
+		if (st->d2[SeedTilePosition(st, ci)] > 0.0)
+			last = SeedTilePosition(st, ci);
 	if (last < 0)
 		elog(ERROR, "k-means++ found no point to draw. Please report a bug.");
 	return st->f->x[last];
