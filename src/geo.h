@@ -183,4 +183,65 @@ typedef struct CmlNeighbour
  */
 extern void CmlSortedNeighbours(const CmlVec3 *c, int32 k, CmlNeighbour *nb);
 
+/* Keep the two smallest squared chords seen, *b1 <= *b2, ties to the lowest index */
+static inline void
+CmlKeepTwo(double d, int32 j, double *b1, double *b2, int32 *best)
+{
+	if (d < *b1 || (d == *b1 && j < *best))
+	{
+		*b2 = *b1;
+		*b1 = d;
+		*best = j;
+	}
+	else if (d < *b2)
+		*b2 = d;
+}
+
+/*
+ * The nearest of the k points c[] to x, with the squared chords to the
+ * nearest and second nearest into *b1 and *b2 (INFINITY if k = 1)
+ */
+static inline int32
+CmlNearestTwo(CmlVec3 x, const CmlVec3 *c, int32 k, double *b1, double *b2)
+{
+	int32		best = 0;
+	double		d1 = CmlChord2(x, c[0]);
+	double		d2 = INFINITY;
+
+	for (int32 j = 1; j < k; j++)
+		CmlKeepTwo(CmlChord2(x, c[j]), j, &d1, &d2, &best);
+	*b1 = d1;
+	*b2 = d2;
+	return best;
+}
+
+/*
+ * The same, knowing the squared chord da2 from x to c[a] and a's others
+ * sorted (nb: CmlSortedNeighbours' list for a): they are visited by their
+ * distance to a, and the search stops where that distance, less x's to a,
+ * exceeds the second nearest found (margins cover rounding).  The same
+ * answer as CmlNearestTwo, ties included.
+ */
+static inline int32
+CmlNearestTwoSorted(CmlVec3 x, const CmlVec3 *c, const CmlNeighbour *nb, int32 k, int32 a,
+					double da2, double *b1, double *b2)
+{
+	int32		best = a;
+	double		ua = sqrt(da2);
+	double		d1 = da2;
+	double		d2 = INFINITY;
+
+	for (int32 t = 0; t < k - 1; t++)
+	{
+		double		gap = nb[t].d - ua - 1e-15;
+
+		if (gap > 0.0 && gap * gap > d2 * (1.0 + 1e-9))
+			break;
+		CmlKeepTwo(CmlChord2(x, c[nb[t].j]), nb[t].j, &d1, &d2, &best);
+	}
+	*b1 = d1;
+	*b2 = d2;
+	return best;
+}
+
 #endif							/* CML_GEO_H */

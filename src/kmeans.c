@@ -101,73 +101,8 @@ CheckK(int32 k, int64 n)
 				 errmsg("k = %d is larger than the number of points (%lld)", k, (long long) n)));
 }
 
-/* Distance to the nearest and second nearest center */
-static inline int32
-NearestTwo(CmlVec3 p, const CmlVec3 *c, int32 k, double *d1, double *d2)
-{
-	int32		best = 0;
-	double		b1 = CmlChord2(p, c[0]);
-	double		b2 = INFINITY;
-
-	for (int32 j = 1; j < k; j++)
-	{
-		double		d = CmlChord2(p, c[j]);
-
-		if (d < b1)
-		{
-			b2 = b1;
-			b1 = d;
-			best = j;
-		}
-		else if (d < b2)
-			b2 = d;
-	}
-	*d1 = sqrt(b1);
-	*d2 = sqrt(b2);
-	return best;
-}
-
 /* Up to this k, each center's others are sorted by distance at every iteration */
 #define LLOYD_SORTED_MAX_K 1024
-
-/*
- * The nearest and second nearest centers of x, knowing the squared distance
- * da2 to center a: the others are visited by their distance to a, and the
- * search stops where that distance, less x's distance to a, exceeds the
- * second nearest distance found (margins cover rounding).  The same answer
- * as NearestTwo, ties to the lowest index included.
- */
-static inline int32
-NearestTwoFrom(CmlVec3 x, const CmlVec3 *c, const CmlNeighbour *nb, int32 k, int32 a,
-			   double da2, double *d1, double *d2)
-{
-	int32		best = a;
-	double		b1 = da2;
-	double		b2 = INFINITY;
-	double		ua = sqrt(da2);
-
-	for (int32 t = 0; t < k - 1; t++)
-	{
-		int32		j = nb[t].j;
-		double		gap = nb[t].d - ua - 1e-15;
-		double		d;
-
-		if (gap > 0.0 && gap * gap > b2 * (1.0 + 1e-9))
-			break;
-		d = CmlChord2(x, c[j]);
-		if (d < b1 || (d == b1 && j < best))
-		{
-			b2 = b1;
-			b1 = d;
-			best = j;
-		}
-		else if (d < b2)
-			b2 = d;
-	}
-	*d1 = sqrt(b1);
-	*d2 = sqrt(b2);
-	return best;
-}
 
 /*
  * ---------- Lloyd's iterations: passes by chunks, serial or parallel ----------
@@ -419,16 +354,16 @@ FitAttach(Fit *f, FitShared *sh)
  * serial); none where parallel mode is not available, nor below
  * FIT_PARALLEL_MIN_K centers, where the passes that workers share are too
  * short to pay for the shared memory segment (creating it, mapping it,
- * letting it go).  Every pass ends at a barrier, where
- * a participant waiting for a CPU holds up the others, so there are no more
- * participants (leader and workers) than CPUs online, but at least two.
+ * letting it go).  Every pass ends at a barrier, where a participant waiting
+ * for a CPU holds up the others, so there are no more participants (leader
+ * and workers) than CPUs online, but at least two.
  */
 static int
 FitWorkersWanted(int64 n, int32 k)
 {
-	if (n < FIT_PARALLEL_MIN_POINTS || k < FIT_PARALLEL_MIN_K || max_parallel_workers_per_gather <= 0 ||
-		!IsUnderPostmaster || IsParallelWorker() || !IsTransactionState() ||
-		!ActiveSnapshotSet())
+	if (n < FIT_PARALLEL_MIN_POINTS || k < FIT_PARALLEL_MIN_K ||
+		max_parallel_workers_per_gather <= 0 || !IsUnderPostmaster || IsParallelWorker() ||
+		!IsTransactionState() || !ActiveSnapshotSet())
 		return 0;
 	{
 		long		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -588,14 +523,31 @@ FitTileFigures(Fit *f, int64 t)
 	f->trad[t] = sqrt(r2) * (1.0 + 1e-12) + 1e-15;
 }
 
-/* The nearest two centers of x, from center g on */
-static inline int32
-NearestTwoOf(const Fit *f, CmlVec3 x, int32 g, double *d1, double *d2)
+/*
+ * The nearest of the k centers c[] to x, and the distances to the nearest
+ * and second nearest, searched from center g (at squared distance dg2 from
+ * x) with the centers' sorted neighbours nb, or all of them if nb is NULL
+ */
+static pg_attribute_always_inline int32
+NearestTwoIn(const CmlVec3 *c, const CmlNeighbour *nb, int32 k, CmlVec3 x, int32 g, double dg2,
+			 double *d1, double *d2)
 {
-	if (f->nb != NULL)
-		return NearestTwoFrom(x, f->c, f->nb + (int64) g * (f->sh->k - 1), f->sh->k, g,
-							  CmlChord2(x, f->c[g]), d1, d2);
-	return NearestTwo(x, f->c, f->sh->k, d1, d2);
+	int32		best;
+
+	if (nb != NULL)
+		best = CmlNearestTwoSorted(x, c, nb + (int64) g * (k - 1), k, g, dg2, d1, d2);
+	else
+		best = CmlNearestTwo(x, c, k, d1, d2);
+	*d1 = sqrt(*d1);
+	*d2 = sqrt(*d2);
+	return best;
+}
+
+/* The same with the fit's centers */
+static inline int32
+NearestTwoOf(const Fit *f, CmlVec3 x, int32 g, double dg2, double *d1, double *d2)
+{
+	return NearestTwoIn(f->c, f->nb, f->sh->k, x, g, dg2, d1, d2);
 }
 
 /*
@@ -637,7 +589,8 @@ FitTryJoin(Fit *f, int64 t)
 	for (int64 i = i0 + 1; i < i1; i++)
 		if (f->a[i] != a)
 			return;
-	if (NearestTwoOf(f, f->tq[t], a, &d1, &d2) == a && FitTileClear(f, t, d1, d2))
+	if (NearestTwoOf(f, f->tq[t], a, CmlChord2(f->tq[t], f->c[a]), &d1, &d2) == a &&
+		FitTileClear(f, t, d1, d2))
 		FitTileWhole(f, t, a, d1, d2);
 }
 
@@ -653,6 +606,38 @@ FitSplit(Fit *f, int64 t)
 	f->ta[t] = -1;
 }
 
+/* Chunk ch's sums and counts (k each), zeroed */
+static inline void
+ChunkSums(Fit *f, int32 ch, CmlVec3 **sum, int64 **cnt)
+{
+	int32		k = f->sh->k;
+
+	*sum = f->dsum + (int64) ch * k;
+	*cnt = f->dcnt + (int64) ch * k;
+	memset(*sum, 0, sizeof(CmlVec3) * k);
+	memset(*cnt, 0, sizeof(int64) * k);
+}
+
+/* Add m points, whose vectors sum to v, to center j's sum and count */
+static inline void
+AddSum(CmlVec3 *sum, int64 *cnt, int32 j, CmlVec3 v, int64 m)
+{
+	sum[j].x += v.x;
+	sum[j].y += v.y;
+	sum[j].z += v.z;
+	cnt[j] += m;
+}
+
+/* Move m points, whose vectors sum to v, from center a's sum and count to b's */
+static inline void
+MoveSum(CmlVec3 *sum, int64 *cnt, int32 a, int32 b, CmlVec3 v, int64 m)
+{
+	CmlVec3		neg = {-v.x, -v.y, -v.z};
+
+	AddSum(sum, cnt, a, neg, -m);
+	AddSum(sum, cnt, b, v, m);
+}
+
 /*
  * The first assignment of a chunk's tiles, and their sums.  A tile goes
  * whole to the center nearest its own center q when the second nearest is
@@ -664,15 +649,13 @@ static void
 FitFirstChunk(Fit *f, int32 ch, int64 t0, int64 t1)
 {
 	const FitShared *sh = f->sh;
-	int32		k = sh->k;
 	const CmlVec3 *x = f->x;
 	int32	   *a = f->a;
-	CmlVec3    *sum = f->dsum + (int64) ch * k;
-	int64	   *cnt = f->dcnt + (int64) ch * k;
+	CmlVec3    *sum;
+	int64	   *cnt;
 	int32		g = 0;
 
-	memset(sum, 0, sizeof(CmlVec3) * k);
-	memset(cnt, 0, sizeof(int64) * k);
+	ChunkSums(f, ch, &sum, &cnt);
 	for (int64 t = t0; t < t1; t++)
 	{
 		int64		i0 = TILE_START(t);
@@ -682,50 +665,30 @@ FitFirstChunk(Fit *f, int32 ch, int64 t0, int64 t1)
 		int32		j;
 
 		/* the search starts from the previous tile's center: a near tile */
-		j = NearestTwoOf(f, f->tq[t], g, &d1, &d2);
+		j = NearestTwoOf(f, f->tq[t], g, CmlChord2(f->tq[t], f->c[g]), &d1, &d2);
 		g = j;
 		if (FitTileClear(f, t, d1, d2))
 		{
 			FitTileWhole(f, t, j, d1, d2);
 			for (int64 i = i0; i < i1; i++)
 				a[i] = j;
-			sum[j].x += f->tsum[t].x;
-			sum[j].y += f->tsum[t].y;
-			sum[j].z += f->tsum[t].z;
-			cnt[j] += i1 - i0;
+			AddSum(sum, cnt, j, f->tsum[t], i1 - i0);
 			continue;
 		}
 		for (int64 i = i0; i < i1; i++)
 		{
 			double		ui;
 			double		li;
-			int32		b = NearestTwoOf(f, x[i], g, &ui, &li);
+			int32		b = NearestTwoOf(f, x[i], g, CmlChord2(x[i], f->c[g]), &ui, &li);
 
 			f->u[i] = ui - f->drift[b];
 			f->l[i] = li + sh->drift_max;
 			a[i] = b;
-			sum[b].x += x[i].x;
-			sum[b].y += x[i].y;
-			sum[b].z += x[i].z;
-			cnt[b]++;
+			AddSum(sum, cnt, b, x[i], 1);
 		}
 		f->ta[t] = -1;
 	}
 	f->out[ch].changed = 0;
-}
-
-/* Move m points, whose vectors sum to v, from center a's sums to b's */
-static inline void
-MoveSum(CmlVec3 *sum, int64 *cnt, int32 a, int32 b, CmlVec3 v, int64 m)
-{
-	sum[a].x -= v.x;
-	sum[a].y -= v.y;
-	sum[a].z -= v.z;
-	cnt[a] -= m;
-	sum[b].x += v.x;
-	sum[b].y += v.y;
-	sum[b].z += v.z;
-	cnt[b] += m;
 }
 
 /*
@@ -736,29 +699,29 @@ MoveSum(CmlVec3 *sum, int64 *cnt, int32 a, int32 b, CmlVec3 v, int64 m)
  * plus its radius), and if that is not enough, a search of the centers from
  * q: it goes whole to the nearest if that is clear, else it is split.  A
  * point's test is the same; a point that fails it gets a tight upper bound
- * and, if still needed, a search of the centers.  A tiny slack keeps rounding from
- * skipping a real change.  The chunk's changes to the sums and the number of
- * points that changed center go to its slots.
+ * and, if still needed, a search of the centers.  A tiny slack keeps
+ * rounding from skipping a real change.  The chunk's changes to the sums and
+ * the number of points that changed center go to its slots.
  */
 static pg_noinline void
 FitAssignChunk(Fit *f, int32 ch, int64 t0, int64 t1)
 {
 	const FitShared *sh = f->sh;
-	int32		k = sh->k;
+	const int32 k = sh->k;
 	const CmlVec3 *x = f->x;
 	const CmlVec3 *c = f->c;
+	const CmlNeighbour *nb = f->nb;
 	int32	   *a = f->a;
 	double	   *u = f->u;
 	double	   *l = f->l;
 	const double *drift = f->drift;
 	const double drift_max = sh->drift_max;
 	const double *s = f->s;
-	CmlVec3    *sum = f->dsum + (int64) ch * k;
-	int64	   *cnt = f->dcnt + (int64) ch * k;
+	CmlVec3    *sum;
+	int64	   *cnt;
 	int64		changed = 0;
 
-	memset(sum, 0, sizeof(CmlVec3) * k);
-	memset(cnt, 0, sizeof(int64) * k);
+	ChunkSums(f, ch, &sum, &cnt);
 	for (int64 t = t0; t < t1; t++)
 	{
 		int32		ta = f->ta[t];
@@ -767,18 +730,20 @@ FitAssignChunk(Fit *f, int32 ch, int64 t0, int64 t1)
 		{
 			double		ut = f->tu[t] + drift[ta];
 			double		z = Max(s[ta], f->tl[t] - drift_max) * (1.0 - 1e-12) - 1e-15;
+			double		dq2;
 			double		d1;
 			double		d2;
 			int32		j;
 
 			if (ut <= z)
 				continue;
-			ut = sqrt(CmlChord2(f->tq[t], c[ta])) + f->trad[t];
+			dq2 = CmlChord2(f->tq[t], c[ta]);
+			ut = sqrt(dq2) + f->trad[t];
 			f->tu[t] = ut - drift[ta];
 			if (ut <= z)
 				continue;
 			/* the centers nearest the tile's: still whole, maybe elsewhere? */
-			j = NearestTwoOf(f, f->tq[t], ta, &d1, &d2);
+			j = NearestTwoOf(f, f->tq[t], ta, dq2, &d1, &d2);
 			if (FitTileClear(f, t, d1, d2))
 			{
 				FitTileWhole(f, t, j, d1, d2);
@@ -815,11 +780,7 @@ FitAssignChunk(Fit *f, int32 ch, int64 t0, int64 t1)
 				u[i] = ui - drift[ai];
 				continue;
 			}
-			if (f->nb)
-				bi = NearestTwoFrom(x[i], c, f->nb + (int64) ai * (k - 1), k, ai,
-									da2, &ui, &li);
-			else
-				bi = NearestTwo(x[i], c, k, &ui, &li);
+			bi = NearestTwoIn(c, nb, k, x[i], ai, da2, &ui, &li);
 			u[i] = ui - drift[bi];
 			l[i] = li + drift_max;
 			if (bi != ai)
@@ -943,12 +904,7 @@ FitAddChunks(Fit *f, bool reset)
 		const int64 *dc = f->dcnt + (int64) ch * k;
 
 		for (int32 j = 0; j < k; j++)
-		{
-			f->sum[j].x += ds[j].x;
-			f->sum[j].y += ds[j].y;
-			f->sum[j].z += ds[j].z;
-			f->cnt[j] += dc[j];
-		}
+			AddSum(f->sum, f->cnt, j, ds[j], dc[j]);
 		changed += f->out[ch].changed;
 	}
 	return changed;

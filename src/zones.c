@@ -71,44 +71,22 @@ CmlZoneNeighbourCount(int32 nz)
 
 /*
  * Squared chord from v to the nearest centroid of a zone other than z, v
- * being at squared chord a2 from z's.  With neighbours sorted, they are
- * visited by distance from z's centroid, until the triangle inequality
- * rules out the rest (margins cover rounding): the same minimum as visiting
- * all.
+ * being at squared chord a2 from z's (nb: the centroids' sorted neighbours,
+ * or NULL): the second nearest of all when z's is the nearest
  */
 static double
 NearestOtherZone(const CmlVec3 *unit, int32 nz, const CmlNeighbour *nb, CmlVec3 v, int32 z,
 				 double a2)
 {
-	double		b = INFINITY;
+	double		b1;
+	double		b2;
+	int32		best;
 
 	if (nb != NULL)
-	{
-		const CmlNeighbour *zn = nb + (int64) z * (nz - 1);
-		double		ua = sqrt(a2);
-
-		for (int32 t = 0; t < nz - 1; t++)
-		{
-			double		gap = zn[t].d - ua - 1e-15;
-			double		d;
-
-			if (gap > 0.0 && gap * gap > b * (1.0 + 1e-9))
-				break;
-			d = CmlChord2(v, unit[zn[t].j]);
-			if (d < b)
-				b = d;
-		}
-		return b;
-	}
-	for (int32 j = 0; j < nz; j++)
-		if (j != z)
-		{
-			double		d = CmlChord2(v, unit[j]);
-
-			if (d < b)
-				b = d;
-		}
-	return b;
+		best = CmlNearestTwoSorted(v, unit, nb + (int64) z * (nz - 1), nz, z, a2, &b1, &b2);
+	else
+		best = CmlNearestTwo(v, unit, nz, &b1, &b2);
+	return best == z ? b2 : b1;
 }
 
 /*
