@@ -51,6 +51,16 @@ CmlAdviseHugePages(void *p, Size size)
 #endif
 }
 
+/* Refuse an array of cap points (for `need` of them) past the allocator's limit */
+static void
+CheckPointCapacity(int64 cap, int64 need)
+{
+	if ((Size) cap > MaxAllocHugeSize / (2 * sizeof(double)))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("too many points to cluster (%lld)", (long long) need)));
+}
+
 /* Make room for at least `need` points */
 static void
 CmlPointsReserve(CmlPoints *pts, int64 need)
@@ -59,10 +69,7 @@ CmlPointsReserve(CmlPoints *pts, int64 need)
 		return;
 	while (pts->cap < need)
 		pts->cap *= 2;
-	if ((Size) pts->cap > MaxAllocHugeSize / (2 * sizeof(double)))
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("too many points to cluster (%lld)", (long long) need)));
+	CheckPointCapacity(pts->cap, need);
 	pts->ll = repalloc_huge(pts->ll, sizeof(double) * 2 * pts->cap);
 	CmlAdviseHugePages(pts->ll, sizeof(double) * 2 * pts->cap);
 	if (pts->label)
@@ -533,10 +540,7 @@ MaterializeRuns(CmlPoints *pts, int64 cap, MemoryContext cxt)
 	if (pts->run_ll == NULL)
 		return;
 	cap = Max(cap, Max(pts->n, 1));
-	if ((Size) cap > MaxAllocHugeSize / (2 * sizeof(double)))
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("too many points to cluster (%lld)", (long long) cap)));
+	CheckPointCapacity(cap, cap);
 	ll = MemoryContextAllocHuge(cxt, sizeof(double) * 2 * cap);
 	CmlAdviseHugePages(ll, sizeof(double) * 2 * cap);
 	for (int32 r = 0; r < pts->nruns; r++)
@@ -550,38 +554,6 @@ MaterializeRuns(CmlPoints *pts, int64 cap, MemoryContext cxt)
 	pts->cap = cap;
 	pfree(pts->run_ll);
 	pts->run_ll = NULL;
-}
-
-/*
- * Append b's points to a by linking b's runs, without a copy: when both are
- * runs in canonical order (k-means' sorted partial states), unlabelled, and
- * not too many for a merge.  False when a copy is needed.
- */
-static bool
-LinkRuns(CmlPoints *a, const CmlPoints *b, MemoryContext cxt)
-{
-	int32		nr = a->nruns + b->nruns;
-
-	if (a->n == 0 || b->n == 0 || !HasRuns(a) || !HasRuns(b) ||
-		a->label != NULL || b->label != NULL || nr > CML_MERGE_MAX_RUNS)
-		return false;
-	if (a->run_ll == NULL)
-	{
-		double	  **run_ll = MemoryContextAlloc(cxt, sizeof(double *) * CML_MERGE_MAX_RUNS);
-
-		for (int32 r = 0; r < a->nruns; r++)
-			run_ll[r] = (double *) CmlPointsRun(a, r);
-		a->run_ll = run_ll;
-	}
-	a->run_end = repalloc(a->run_end, sizeof(int64) * nr);
-	for (int32 r = 0; r < b->nruns; r++)
-	{
-		a->run_ll[a->nruns + r] = (double *) CmlPointsRun(b, r);
-		a->run_end[a->nruns + r] = a->n + b->run_end[r];
-	}
-	a->nruns = nr;
-	a->n += b->n;
-	return true;
 }
 
 /* Runs of a after b's points were appended (a->n not yet counting them) */
@@ -606,6 +578,34 @@ CombineRuns(CmlPoints *a, const CmlPoints *b, MemoryContext cxt)
 	for (int32 r = 0; r < b->nruns; r++)
 		a->run_end[a->nruns + r] = a->n + b->run_end[r];
 	a->nruns += b->nruns;
+}
+
+/*
+ * Append b's points to a by linking b's runs, without a copy: when both are
+ * runs in canonical order (k-means' sorted partial states), unlabelled, and
+ * not too many for a merge.  False when a copy is needed.
+ */
+static bool
+LinkRuns(CmlPoints *a, const CmlPoints *b, MemoryContext cxt)
+{
+	int32		nr = a->nruns + b->nruns;
+
+	if (a->n == 0 || b->n == 0 || !HasRuns(a) || !HasRuns(b) ||
+		a->label != NULL || b->label != NULL || nr > CML_MERGE_MAX_RUNS)
+		return false;
+	if (a->run_ll == NULL)
+	{
+		double	  **run_ll = MemoryContextAlloc(cxt, sizeof(double *) * CML_MERGE_MAX_RUNS);
+
+		for (int32 r = 0; r < a->nruns; r++)
+			run_ll[r] = (double *) CmlPointsRun(a, r);
+		a->run_ll = run_ll;
+	}
+	for (int32 r = 0; r < b->nruns; r++)
+		a->run_ll[a->nruns + r] = (double *) CmlPointsRun(b, r);
+	CombineRuns(a, b, cxt);
+	a->n += b->n;
+	return true;
 }
 
 PG_FUNCTION_INFO_V1(cml_points_combine);
