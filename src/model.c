@@ -109,7 +109,10 @@ CmlModelSerialize(const CmlModel *m)
 	double		need = 256.0 + (double) m->n_zones * 9 * sizeof(double) +
 		(double) m->n_core * (2 * sizeof(double) + sizeof(int32));
 
-	/* a bytea holds at most 1 GB: say so before the buffer fails to grow */
+	/*
+	 * a bytea holds at most 1 GB (so the total length fits its uint32): say
+	 * so before the buffer fails to grow
+	 */
 	if (need > (double) MaxAllocSize)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
@@ -167,11 +170,6 @@ CmlModelSerialize(const CmlModel *m)
 		PUT(&buf, m->core_lon[i]);
 		PUT(&buf, m->core_zone[i]);
 	}
-
-	if ((size_t) buf.len - VARHDRSZ > PG_UINT32_MAX || buf.len > MaxAllocSize)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("model is too large to store (%d bytes)", buf.len)));
 
 	total = (uint32) (buf.len - VARHDRSZ);
 	memcpy(buf.data + VARHDRSZ + 12, &total, sizeof(uint32));
