@@ -67,19 +67,60 @@ KmeansParseOptions(Jsonb *options, bool with_k, KmeansOptions *o)
 					spec, with_k ? lengthof(spec) : lengthof(spec) - 1);
 }
 
+/* A mapping of BigAlloc's, unmapped when its memory context goes */
+typedef struct BigMapping
+{
+	MemoryContextCallback cb;
+	void	   *addr;
+	Size		len;
+} BigMapping;
+
+static void
+BigUnmap(void *arg)
+{
+	BigMapping *m = (BigMapping *) arg;
+
+	(void) munmap(m->addr, m->len);
+}
+
+#define BIG_PAGE ((Size) 2 * 1024 * 1024)
+
 /*
- * A large work array (huge allocation) in the current context, on
- * transparent huge pages where the system offers them: a fit on 1M points
- * faults in ~60 MB of fresh memory, 4 kB at a time otherwise (~10 % of the
- * fit's time).
+ * A large work array that lives as long as the current memory context (not
+ * to be pfree'd): a mapping of its own, aligned to 2 MB and on transparent
+ * huge pages where the system offers them, so that its fresh memory faults
+ * in 2 MB at a time rather than 4 kB.  Small ones are palloc'd.
  */
 static void *
 BigAlloc(Size size)
 {
-	void	   *p = palloc_extended(Max(size, 1), MCXT_ALLOC_HUGE);
+	Size		len = TYPEALIGN(BIG_PAGE, size);
+	char	   *p;
+	char	   *q;
+	BigMapping *m;
 
-	CmlAdviseHugePages(p, size);
-	return p;
+	if (size < BIG_PAGE)
+		return palloc_extended(Max(size, 1), MCXT_ALLOC_HUGE);
+	m = palloc(sizeof(BigMapping));
+	p = mmap(NULL, len + BIG_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory"),
+				 errdetail("Failed on request of size %zu.", size)));
+	q = (char *) TYPEALIGN(BIG_PAGE, p);
+	if (q > p)
+		(void) munmap(p, q - p);
+	(void) munmap(q + len, p + BIG_PAGE - q);
+#ifdef MADV_HUGEPAGE
+	(void) madvise(q, len, MADV_HUGEPAGE);
+#endif
+	m->addr = q;
+	m->len = len;
+	m->cb.func = BigUnmap;
+	m->cb.arg = m;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, &m->cb);
+	return q;
 }
 
 /* Raise the error for an unusable k */
@@ -191,6 +232,7 @@ typedef struct FitShared
 	Size		off_tsum;
 	Size		off_tq;
 	Size		off_trad;
+	Size		off_tss;
 	Size		off_ta;
 	Size		off_tu;
 	Size		off_tl;
@@ -216,14 +258,15 @@ typedef struct Fit
 	double	   *u;
 	double	   *l;
 	/*
-	 * The tiles: sum of their points, center q (their mean) and radius (no
-	 * point farther from q); the center of all their points (-1: they are
-	 * split, each with its own center and bounds), and then bounds as above
-	 * that hold for each of them
+	 * The tiles: sum of their points, center q (their mean), radius (no
+	 * point farther from q) and sum of squared distances to q; the center of
+	 * all their points (-1: they are split, each with its own center and
+	 * bounds), and then bounds as above that hold for each of them
 	 */
 	CmlVec3    *tsum;
 	CmlVec3    *tq;
 	double	   *trad;
+	double	   *tss;
 	int32	   *ta;
 	double	   *tu;
 	double	   *tl;
@@ -241,8 +284,12 @@ typedef struct Fit
 	double	   *zmax;
 	double	   *zsil;
 	/* the leader's */
-	int32	   *idx;			/* canonical index of each point, and tile position of */
-	int32	   *inv;			/* each canonical index (both NULL: the same) */
+	int64	   *ref;			/* each point's reference to the input (PointInput) */
+	int32	   *band;			/* each point's latitude band (k-means++'s draws) ... */
+	int64		nbands;
+	int64	   *band_start;		/* ... band b's points are band_pts[band_start[b] ..] */
+	int64	   *band_pts;		/* (in tile order, or canonical once band_sorted) */
+	bool	   *band_sorted;
 	CmlVec3    *sum;			/* sum and count of each center's points */
 	int64	   *cnt;
 	ParallelContext *pcxt;		/* NULL for a serial fit */
@@ -296,6 +343,7 @@ FitLayout(FitShared *sh, bool with_points)
 	sh->off_tsum = FitPlace(&off, sizeof(CmlVec3) * nt);
 	sh->off_tq = FitPlace(&off, sizeof(CmlVec3) * nt);
 	sh->off_trad = FitPlace(&off, sizeof(double) * nt);
+	sh->off_tss = FitPlace(&off, sizeof(double) * nt);
 	sh->off_ta = FitPlace(&off, sizeof(int32) * nt);
 	sh->off_tu = FitPlace(&off, sizeof(double) * nt);
 	sh->off_tl = FitPlace(&off, sizeof(double) * nt);
@@ -335,6 +383,7 @@ FitAttach(Fit *f, FitShared *sh)
 	f->tsum = FIT_AT(sh, sh->off_tsum);
 	f->tq = FIT_AT(sh, sh->off_tq);
 	f->trad = FIT_AT(sh, sh->off_trad);
+	f->tss = FIT_AT(sh, sh->off_tss);
 	f->ta = FIT_AT(sh, sh->off_ta);
 	f->tu = FIT_AT(sh, sh->off_tu);
 	f->tl = FIT_AT(sh, sh->off_tl);
@@ -495,7 +544,7 @@ FitEnd(Fit *f)
 #define TILE_START(t) ((int64) (t) * FIT_TILE)
 #define TILE_END(sh, t) Min(TILE_START(t) + FIT_TILE, (sh)->n)
 
-/* The sum, center and radius of tile t */
+/* The sum, center, radius and sum of squares about the center of tile t */
 static void
 FitTileFigures(Fit *f, int64 t)
 {
@@ -505,6 +554,7 @@ FitTileFigures(Fit *f, int64 t)
 	CmlVec3		sum = {0, 0, 0};
 	CmlVec3		q;
 	double		r2 = 0.0;
+	double		ss = 0.0;
 
 	for (int64 i = i0; i < i1; i++)
 	{
@@ -516,9 +566,15 @@ FitTileFigures(Fit *f, int64 t)
 	q.y = sum.y / (i1 - i0);
 	q.z = sum.z / (i1 - i0);
 	for (int64 i = i0; i < i1; i++)
-		r2 = Max(r2, CmlChord2(x[i], q));
+	{
+		double		d2 = CmlChord2(x[i], q);
+
+		r2 = Max(r2, d2);
+		ss += d2;
+	}
 	f->tsum[t] = sum;
 	f->tq[t] = q;
+	f->tss[t] = ss;
 	/* rounded outwards: no point is farther from q */
 	f->trad[t] = sqrt(r2) * (1.0 + 1e-12) + 1e-15;
 }
@@ -795,14 +851,35 @@ FitAssignChunk(Fit *f, int32 ch, int64 t0, int64 t1)
 	f->out[ch].changed = changed;
 }
 
-/* The inertia of a chunk's points */
+/*
+ * Sum of squared distances from tile t's points (whole, of center c) to c:
+ * theirs to the tile's center q, and n |q - c|^2 + 2 (sum - n q).(q - c)
+ */
+static inline double
+FitTileInertia(const Fit *f, int64 t, CmlVec3 c)
+{
+	double		m = (double) (TILE_END(f->sh, t) - TILE_START(t));
+	CmlVec3		q = f->tq[t];
+	CmlVec3		e = {f->tsum[t].x - m * q.x, f->tsum[t].y - m * q.y, f->tsum[t].z - m * q.z};
+	CmlVec3		d = {q.x - c.x, q.y - c.y, q.z - c.z};
+
+	return f->tss[t] + m * CmlChord2(q, c) + 2.0 * (e.x * d.x + e.y * d.y + e.z * d.z);
+}
+
+/* The inertia of a chunk's tiles: a whole one's from its figures */
 static void
-FitInertiaChunk(Fit *f, int32 ch, int64 i0, int64 i1)
+FitInertiaChunk(Fit *f, int32 ch, int64 t0, int64 t1)
 {
 	double		inertia = 0.0;
 
-	for (int64 i = i0; i < i1; i++)
-		inertia += CmlChord2(f->x[i], f->c[f->a[i]]);
+	for (int64 t = t0; t < t1; t++)
+	{
+		if (f->ta[t] >= 0)
+			inertia += FitTileInertia(f, t, f->c[f->ta[t]]);
+		else
+			for (int64 i = TILE_START(t); i < TILE_END(f->sh, t); i++)
+				inertia += CmlChord2(f->x[i], f->c[f->a[i]]);
+	}
 	f->out[ch].inertia = inertia;
 }
 
@@ -836,7 +913,7 @@ FitWork(Fit *f)
 				FitAssignChunk(f, (int32) ch, i0 / FIT_TILE, t1);
 				break;
 			case FIT_PASS_INERTIA:
-				FitInertiaChunk(f, (int32) ch, i0, i1);
+				FitInertiaChunk(f, (int32) ch, i0 / FIT_TILE, t1);
 				break;
 			case FIT_PASS_ZONES:
 				/* each point's distance goes to u, free after the last run */
@@ -1017,6 +1094,166 @@ LloydMove(Fit *f)
 }
 
 /*
+ * ---------- the input points, and their order ----------
+ *
+ * The points come as they were collected: one array, or up to
+ * CML_LINK_MAX_RUNS arrays (runs) linked by the combine of parallel partial
+ * states.  A reference names a point by its run and its place in the run;
+ * the points are ordered by (lat, lon), through order-preserving integer
+ * images of the latitudes, to be a function of the point set: the tile order
+ * within a grid cell, and the seeding's draws within a latitude band.
+ */
+
+/* A tile order key: a grid cell of at least this many bits a coordinate, and a reference */
+#define TILE_GRID_MIN_BITS 11
+#define TILE_GRID_MAX_BITS 16
+
+typedef struct PointInput
+{
+	int32		nruns;
+	const double *ll[CML_LINK_MAX_RUNS];	/* run r's (lat, lon) pairs ... */
+	int64		start[CML_LINK_MAX_RUNS + 1];	/* ... are points start[r] .. start[r + 1] - 1 */
+	int			ref_bits;		/* a reference: run << run_shift | offset, */
+	int			run_shift;		/* in ref_bits bits */
+} PointInput;
+
+/* Bits to write the numbers 0 .. v - 1 */
+static inline int
+BitsFor(uint64 v)
+{
+	int			bits = 0;
+
+	while (bits < 64 && (v - 1) >> bits != 0)
+		bits++;
+	return bits;
+}
+
+/* The input runs of pts */
+static void
+PointInputOf(const CmlPoints *pts, PointInput *in)
+{
+	int64		longest = 1;
+
+	in->nruns = pts->run_ll ? pts->nruns : 1;
+	in->start[0] = 0;
+	for (int32 r = 0; r < in->nruns; r++)
+	{
+		in->ll[r] = pts->run_ll ? pts->run_ll[r] : pts->ll;
+		in->start[r + 1] = pts->run_ll ? pts->run_end[r] : pts->n;
+		longest = Max(longest, in->start[r + 1] - in->start[r]);
+	}
+	in->run_shift = BitsFor((uint64) longest);
+	in->ref_bits = in->run_shift + BitsFor((uint64) in->nruns);
+	if (in->ref_bits > 64 - 2 * TILE_GRID_MIN_BITS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("k-means cannot fit %lld points", (long long) pts->n),
+				 errdetail("The limit is 2^%d points.", 64 - 2 * TILE_GRID_MIN_BITS - 6)));
+}
+
+/* The (lat, lon) pair of reference ref */
+static inline const double *
+RefLatLon(const PointInput *in, uint64 ref)
+{
+	return in->ll[ref >> in->run_shift] + 2 * (ref & ((UINT64CONST(1) << in->run_shift) - 1));
+}
+
+/* The input position of reference ref */
+static inline int64
+RefIndex(const PointInput *in, uint64 ref)
+{
+	return in->start[ref >> in->run_shift] +
+		(int64) (ref & ((UINT64CONST(1) << in->run_shift) - 1));
+}
+
+/* A point's latitude image, longitude and a reference to it, or its tile position */
+typedef struct OrderedPoint
+{
+	uint64		key;
+	double		lon;
+	int64		pos;
+} OrderedPoint;
+
+/* Unsigned integer with the order of a finite double (-0.0 and 0.0 are equal) */
+static inline uint64
+OrderKey(double v)
+{
+	uint64		b;
+
+	if (v == 0.0)
+		v = 0.0;
+	memcpy(&b, &v, sizeof(b));
+	return (b & UINT64CONST(0x8000000000000000)) ? ~b : b | UINT64CONST(0x8000000000000000);
+}
+
+/* The double whose key this is */
+static inline double
+OrderKeyValue(uint64 key)
+{
+	double		v;
+
+	key = (key & UINT64CONST(0x8000000000000000)) ? key & ~UINT64CONST(0x8000000000000000) : ~key;
+	memcpy(&v, &key, sizeof(v));
+	return v;
+}
+
+/* An ordered point for (lat, lon) (-0.0 becomes 0.0) */
+static inline OrderedPoint
+OrderedPointOf(const double *latlon, int64 pos)
+{
+	OrderedPoint p;
+
+	p.key = OrderKey(latlon[0]);
+	p.lon = latlon[1] + 0.0;
+	p.pos = pos;
+	return p;
+}
+
+/* Order of two points by (lat, lon) (equal points: any order) */
+static inline int
+ComparePointOrder(const OrderedPoint *a, const OrderedPoint *b)
+{
+	if (a->key != b->key)
+		return a->key < b->key ? -1 : 1;
+	if (a->lon != b->lon)
+		return a->lon < b->lon ? -1 : 1;
+	return 0;
+}
+
+#define ST_SORT sort_points
+#define ST_ELEMENT_TYPE OrderedPoint
+#define ST_COMPARE(a, b) ComparePointOrder(a, b)
+#define ST_SCOPE static
+#define ST_DECLARE
+#define ST_DEFINE
+#include "lib/sort_template.h"
+
+#define SMALL_SORT 32
+
+/* Sort p[0 .. len - 1] by (lat, lon): insertion sort when short */
+static void
+SortPoints(OrderedPoint *p, int64 len)
+{
+	if (len > SMALL_SORT)
+	{
+		sort_points(p, len);
+		return;
+	}
+	for (int64 m = 1; m < len; m++)
+	{
+		OrderedPoint t = p[m];
+		int64		h = m;
+
+		while (h > 0 && ComparePointOrder(&t, &p[h - 1]) < 0)
+		{
+			p[h] = p[h - 1];
+			h--;
+		}
+		p[h] = t;
+	}
+}
+
+/*
  * ---------- k-means++ seeding ----------
  *
  * Greedy k-means++ as scikit-learn does it: the first center is a uniform
@@ -1024,16 +1261,20 @@ LloydMove(Fit *f)
  * candidates drawn with probability proportional to the squared distance to
  * the nearest center already chosen (D^2 sampling).
  *
- * The draws walk the points in the canonical order, by blocks whose sums of
- * squared distances are kept (in cache: a block is SEED_BLOCK points), so
- * the seeds do not depend on the tile order.
+ * The draws walk the points in the canonical order, (lat, lon), so the seeds
+ * depend on the point set only, not on the tile order (nor on the data being
+ * turned in longitude).  The points are in latitude bands (about SEED_BLOCK
+ * points each, a function of the latitudes only) whose sums of squared
+ * distances are kept: a draw passes the bands in order, and walks only the
+ * points of the band it falls in, sorted by (lat, lon) the first time.
  * The potentials go by tiles: a candidate at distance D from a tile's center
  * cannot get nearer than D - radius to any of its points, so a tile whose
  * points are all nearer than that to their centers keeps its potential
  * without a look at them.
  */
 
-#define SEED_BLOCK 1024			/* points in a block of the canonical order */
+#define SEED_BLOCK 256			/* points in a latitude band, on average */
+#define SEED_GROUP 32			/* tiles in a group */
 
 /*
  * a below b by more than rounding: sums over the points in tile order, whose
@@ -1048,52 +1289,121 @@ ClearlyBelow(double a, double b)
 
 typedef struct SeedState
 {
-	const Fit  *f;				/* the points in tile order, and the tiles */
-	const int32 *idx;			/* canonical index of each point in tile order ... */
-	const int32 *inv;			/* ... and tile position of each in canonical order */
+	const Fit  *f;				/* the points in tile order, their bands, the tiles */
+	const PointInput *in;		/* the input points, for the bands' order */
 	int64		n;
 	int64		ntiles;
 	double	   *d2;				/* squared distance to the nearest center, tile order */
-	double	   *tpot;			/* per tile: sum of its points' d2, and how far (squared) */
+	double	   *tpot;			/* per tile: sum of its points' d2, how far (squared) */
 	double	   *treach;			/* a candidate must be from its center to get nearer */
-	double	   *bsum;			/* per canonical block: sum of its points' d2 */
-	int64		nblocks;
+	double	   *tgrab;			/* to any point, and how near to get nearer to all */
+	double	   *trr;			/* the reach's radius */
+	int64		ngroups;		/* groups of SEED_GROUP tiles: */
+	CmlVec3    *gq;				/* center, */
+	double	   *gd;				/* each tile's center's distance to it (at most), */
+	double	   *gpot;			/* potential, */
+	double	   *greach;			/* and reach, as a tile's */
+	double	   *bsum;			/* per band: sum of its points' d2 */
+	bool	   *bsorted;		/* per band: its points in canonical order */
 } SeedState;
 
-/* Canonical block of the point at tile position i */
-static inline int64
-SeedBlock(const SeedState *st, int64 i)
+/*
+ * Band b's points (tile positions), in canonical order: sorted the first
+ * time they are asked for
+ */
+static const int64 *
+SeedBandPoints(const SeedState *st, int64 b)
 {
-	return (st->idx ? st->idx[i] : i) / SEED_BLOCK;
-}
+	const Fit  *f = st->f;
+	int64	   *pts = f->band_pts + f->band_start[b];
+	int64		len = f->band_start[b + 1] - f->band_start[b];
 
-/* Tile position of the point at canonical index ci */
-static inline int64
-SeedTilePosition(const SeedState *st, int64 ci)
-{
-	return st->inv ? st->inv[ci] : ci;
+	if (!st->bsorted[b] && len > 1)
+	{
+		OrderedPoint *p = palloc_extended(sizeof(OrderedPoint) * len, MCXT_ALLOC_HUGE);
+
+		for (int64 m = 0; m < len; m++)
+			p[m] = OrderedPointOf(RefLatLon(st->in, f->ref[pts[m]]), pts[m]);
+		SortPoints(p, len);
+		for (int64 m = 0; m < len; m++)
+			pts[m] = p[m].pos;
+		pfree(p);
+	}
+	st->bsorted[b] = true;
+	return pts;
 }
 
 /*
- * Set tile t's potential and reach from its points' largest d2: a candidate
- * farther from its center than radius + sqrt(far) is farther from each point
- * than the point's center (rounded outwards: the test only skips what the
- * exact test would)
+ * Set tile t's potential, reach and grasp from its points' largest and
+ * smallest d2: a candidate farther from its center than radius + sqrt(far)
+ * is farther from each point than the point's center; one nearer than
+ * sqrt(near) - radius is nearer to each (both rounded to the safe side)
  */
 static inline void
-SeedTileSet(SeedState *st, int64 t, double pot, double far)
+SeedTileSet(SeedState *st, int64 t, double pot, double far, double near)
 {
-	double		r = st->f->trad[t] + sqrt(far) * (1.0 + 1e-9);
+	double		r = (st->f->trad[t] + sqrt(far)) * (1.0 + 1e-9);
+	double		g = sqrt(near) * (1.0 - 1e-9) - st->f->trad[t];
 
 	st->tpot[t] = pot;
+	st->trr[t] = r;
 	st->treach[t] = r * r * (1.0 + 1e-9);
+	st->tgrab[t] = g > 0.0 ? g * g * (1.0 - 1e-9) : -1.0;
 }
 
-/* True when no point of tile t can get nearer to cand than it is */
-static inline bool
-SeedTileOutOfReach(const SeedState *st, int64 t, CmlVec3 cand)
+/* Tiles of group g: [*t0, *t1) */
+static inline void
+SeedGroupTiles(const SeedState *st, int64 g, int64 *t0, int64 *t1)
 {
-	return CmlChord2(st->f->tq[t], cand) > st->treach[t];
+	*t0 = g * SEED_GROUP;
+	*t1 = Min(*t0 + SEED_GROUP, st->ntiles);
+}
+
+/* Group g's center, and each of its tiles' distance to it */
+static void
+SeedGroupInit(SeedState *st, int64 g)
+{
+	const Fit  *f = st->f;
+	int64		t0;
+	int64		t1;
+	CmlVec3		q = {0, 0, 0};
+
+	SeedGroupTiles(st, g, &t0, &t1);
+	for (int64 t = t0; t < t1; t++)
+	{
+		q.x += f->tq[t].x;
+		q.y += f->tq[t].y;
+		q.z += f->tq[t].z;
+	}
+	q.x /= (t1 - t0);
+	q.y /= (t1 - t0);
+	q.z /= (t1 - t0);
+	st->gq[g] = q;
+	for (int64 t = t0; t < t1; t++)
+		st->gd[t] = sqrt(CmlChord2(f->tq[t], q)) * (1.0 + 1e-12) + 1e-15;
+}
+
+/*
+ * Group g's potential, and its reach: a candidate out of it is out of each
+ * tile's (rounded outwards)
+ */
+static void
+SeedGroupSet(SeedState *st, int64 g)
+{
+	int64		t0;
+	int64		t1;
+	double		pot = 0.0;
+	double		r = 0.0;
+
+	SeedGroupTiles(st, g, &t0, &t1);
+	for (int64 t = t0; t < t1; t++)
+	{
+		pot += st->tpot[t];
+		r = Max(r, st->gd[t] + st->trr[t]);
+	}
+	r *= 1.0 + 1e-9;
+	st->gpot[g] = pot;
+	st->greach[g] = r * r * (1.0 + 1e-9);
 }
 
 /* Potential of every point if cand were added as a center */
@@ -1103,23 +1413,42 @@ SeedTrialPotential(const SeedState *st, CmlVec3 cand)
 	const CmlVec3 *x = st->f->x;
 	double		total = 0.0;
 
-	for (int64 t = 0; t < st->ntiles; t++)
+	for (int64 g = 0; g < st->ngroups; g++)
 	{
-		int64		i1 = TILE_END(st->f->sh, t);
-		double		sum = 0.0;
+		int64		t0;
+		int64		t1;
 
-		if (SeedTileOutOfReach(st, t, cand))
+		if (CmlChord2(st->gq[g], cand) > st->greach[g])
 		{
-			total += st->tpot[t];
+			total += st->gpot[g];
 			continue;
 		}
-		for (int64 i = TILE_START(t); i < i1; i++)
+		SeedGroupTiles(st, g, &t0, &t1);
+		for (int64 t = t0; t < t1; t++)
 		{
-			double		d = CmlChord2(x[i], cand);
+			int64		i1 = TILE_END(st->f->sh, t);
+			double		dq2 = CmlChord2(st->f->tq[t], cand);
+			double		sum = 0.0;
 
-			sum += (d < st->d2[i]) ? d : st->d2[i];
+			if (dq2 > st->treach[t])
+			{
+				total += st->tpot[t];
+				continue;
+			}
+			/* every point nearer to cand: the tile's figures give the sum */
+			if (dq2 < st->tgrab[t])
+			{
+				total += FitTileInertia(st->f, t, cand);
+				continue;
+			}
+			for (int64 i = TILE_START(t); i < i1; i++)
+			{
+				double		d = CmlChord2(x[i], cand);
+
+				sum += (d < st->d2[i]) ? d : st->d2[i];
+			}
+			total += sum;
 		}
-		total += sum;
 	}
 	return total;
 }
@@ -1132,83 +1461,124 @@ static void
 SeedAddCenter(SeedState *st, CmlVec3 cand, bool first)
 {
 	const CmlVec3 *x = st->f->x;
+	const int32 *band = st->f->band;
 
-	for (int64 t = 0; t < st->ntiles; t++)
+	for (int64 g = 0; g < st->ngroups; g++)
 	{
-		int64		i1 = TILE_END(st->f->sh, t);
-		double		pot = 0.0;
-		double		far = 0.0;
+		int64		t0;
+		int64		t1;
 
-		if (!first && SeedTileOutOfReach(st, t, cand))
+		if (!first && CmlChord2(st->gq[g], cand) > st->greach[g])
 			continue;
-		for (int64 i = TILE_START(t); i < i1; i++)
+		SeedGroupTiles(st, g, &t0, &t1);
+		for (int64 t = t0; t < t1; t++)
 		{
-			double		d = CmlChord2(x[i], cand);
+			int64		i1 = TILE_END(st->f->sh, t);
+			double		pot = 0.0;
+			double		far = 0.0;
+			double		near = INFINITY;
 
-			if (first || d < st->d2[i])
+			if (!first && CmlChord2(st->f->tq[t], cand) > st->treach[t])
+				continue;
+			for (int64 i = TILE_START(t); i < i1; i++)
 			{
-				st->bsum[SeedBlock(st, i)] += first ? d : d - st->d2[i];
-				st->d2[i] = d;
+				double		d = CmlChord2(x[i], cand);
+
+				if (first || d < st->d2[i])
+				{
+					st->bsum[band[i]] += first ? d : d - st->d2[i];
+					st->d2[i] = d;
+				}
+				pot += st->d2[i];
+				far = Max(far, st->d2[i]);
+				near = Min(near, st->d2[i]);
 			}
-			pot += st->d2[i];
-			far = Max(far, st->d2[i]);
+			SeedTileSet(st, t, pot, far, near);
 		}
-		SeedTileSet(st, t, pot, far);
+		SeedGroupSet(st, g);
 	}
 }
 
 /*
  * A point drawn with probability proportional to its squared distance (the
- * blocks' sums are kept by additions: one that rounding leaves above zero
+ * bands' sums are kept by additions: one that rounding leaves above zero
  * with no point beyond zero is passed over)
  */
 static CmlVec3
 SeedSample(const SeedState *st, double total, pg_prng_state *rng)
 {
+	const Fit  *f = st->f;
 	double		r = pg_prng_double(rng) * total;
 	int64		last = -1;
 
-	for (int64 b = 0; b < st->nblocks; b++)
+	for (int64 b = 0; b < f->nbands; b++)
 	{
-		int64		i0 = b * SEED_BLOCK;
-		int64		i1 = Min(i0 + SEED_BLOCK, st->n);
+		const int64 *pts;
+		int64		len = f->band_start[b + 1] - f->band_start[b];
 
-		if (st->bsum[b] <= r && b + 1 < st->nblocks)
+		if (len == 0 || (st->bsum[b] <= r && b + 1 < f->nbands))
 		{
 			r -= st->bsum[b];
 			continue;
 		}
-		for (int64 ci = i0; ci < i1; ci++)
+		pts = SeedBandPoints(st, b);
+		for (int64 m = 0; m < len; m++)
 		{
-			int64		i = SeedTilePosition(st, ci);
+			int64		i = pts[m];
 
 			if (st->d2[i] <= 0.0)
 				continue;
 			last = i;
 			r -= st->d2[i];
 			if (r < 0.0)
-				return st->f->x[i];
+				return f->x[i];
 		}
 	}
 	/*
-	 * rounding left r beyond the blocks walked, and the last block has no
+	 * rounding left r beyond the bands walked, and the last band has no
 	 * weight: the last point that has one
 	 */
-	for (int64 ci = st->n - 1; last < 0 && ci >= 0; ci--)
-		if (st->d2[SeedTilePosition(st, ci)] > 0.0)
-			last = SeedTilePosition(st, ci);
+	for (int64 b = f->nbands - 1; last < 0 && b >= 0; b--)
+	{
+		const int64 *pts = SeedBandPoints(st, b);
+
+		for (int64 m = f->band_start[b + 1] - f->band_start[b] - 1; last < 0 && m >= 0; m--)
+			if (st->d2[pts[m]] > 0.0)
+				last = pts[m];
+	}
 	if (last < 0)
 		elog(ERROR, "k-means++ found no point to draw. Please report a bug.");
-	return st->f->x[last];
+	return f->x[last];
+}
+
+/* The point of rank `rank` in the canonical order */
+static CmlVec3
+SeedRanked(const SeedState *st, int64 rank)
+{
+	const Fit  *f = st->f;
+	int64		lo = 0;
+	int64		hi = f->nbands - 1;
+
+	/* the band holding it: the last one starting at or before it */
+	while (lo < hi)
+	{
+		int64		mid = (lo + hi + 1) / 2;
+
+		if (f->band_start[mid] <= rank)
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	return f->x[SeedBandPoints(st, lo)[rank - f->band_start[lo]]];
 }
 
 /*
  * Greedy k-means++ seeding into f->c, from the points in tile order f->x
- * (the tiles' figures and f->idx, f->inv set), with f->u as scratch; errors
- * when there are fewer than k distinct points
+ * (the tiles' figures and the bands set), with f->u as scratch; errors when
+ * there are fewer than k distinct points
  */
 static void
-SeedCenters(Fit *f, pg_prng_state *rng)
+SeedCenters(Fit *f, const PointInput *in, pg_prng_state *rng)
 {
 	int64		n = f->sh->n;
 	int32		k = f->sh->k;
@@ -1216,17 +1586,25 @@ SeedCenters(Fit *f, pg_prng_state *rng)
 	SeedState	st;
 
 	st.f = f;
-	st.idx = f->idx;
-	st.inv = f->inv;
+	st.in = in;
 	st.n = n;
 	st.ntiles = (n + FIT_TILE - 1) / FIT_TILE;
 	st.d2 = f->u;
 	st.tpot = palloc_extended(sizeof(double) * st.ntiles, MCXT_ALLOC_HUGE);
 	st.treach = palloc_extended(sizeof(double) * st.ntiles, MCXT_ALLOC_HUGE);
-	st.nblocks = (n + SEED_BLOCK - 1) / SEED_BLOCK;
-	st.bsum = palloc_extended(sizeof(double) * st.nblocks, MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+	st.tgrab = palloc_extended(sizeof(double) * st.ntiles, MCXT_ALLOC_HUGE);
+	st.trr = palloc_extended(sizeof(double) * st.ntiles, MCXT_ALLOC_HUGE);
+	st.gd = palloc_extended(sizeof(double) * st.ntiles, MCXT_ALLOC_HUGE);
+	st.ngroups = (st.ntiles + SEED_GROUP - 1) / SEED_GROUP;
+	st.gq = palloc_extended(sizeof(CmlVec3) * st.ngroups, MCXT_ALLOC_HUGE);
+	st.gpot = palloc_extended(sizeof(double) * st.ngroups, MCXT_ALLOC_HUGE);
+	st.greach = palloc_extended(sizeof(double) * st.ngroups, MCXT_ALLOC_HUGE);
+	for (int64 g = 0; g < st.ngroups; g++)
+		SeedGroupInit(&st, g);
+	st.bsum = palloc_extended(sizeof(double) * f->nbands, MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+	st.bsorted = f->band_sorted;
 
-	f->c[0] = f->x[SeedTilePosition(&st, (int64) (pg_prng_double(rng) * n))];
+	f->c[0] = SeedRanked(&st, (int64) (pg_prng_double(rng) * n));
 	SeedAddCenter(&st, f->c[0], true);
 	for (int32 c = 1; c < k; c++)
 	{
@@ -1244,7 +1622,7 @@ SeedCenters(Fit *f, pg_prng_state *rng)
 					 errmsg("k = %d is larger than the number of distinct points (%d)", k, c),
 					 errhint("Use a smaller k, or DBSCAN for data with many duplicates.")));
 		pot = 0.0;
-		for (int64 b = 0; b < st.nblocks; b++)
+		for (int64 b = 0; b < f->nbands; b++)
 			pot += st.bsum[b];
 		for (int t = 0; t < trials; t++)
 		{
@@ -1262,6 +1640,12 @@ SeedCenters(Fit *f, pg_prng_state *rng)
 	}
 	pfree(st.tpot);
 	pfree(st.treach);
+	pfree(st.tgrab);
+	pfree(st.trr);
+	pfree(st.gd);
+	pfree(st.gq);
+	pfree(st.gpot);
+	pfree(st.greach);
 	pfree(st.bsum);
 }
 
@@ -1270,8 +1654,8 @@ SeedCenters(Fit *f, pg_prng_state *rng)
  * the label array sh->cur
  */
 static void
-KmeansOnce(Fit *f, const KmeansOptions *o, double tol_abs, pg_prng_state *rng,
-		   double *inertia, int32 *n_iter)
+KmeansOnce(Fit *f, const PointInput *in, const KmeansOptions *o, double tol_abs,
+		   pg_prng_state *rng, double *inertia, int32 *n_iter)
 {
 	FitShared  *sh = f->sh;
 	int32		it;
@@ -1279,7 +1663,7 @@ KmeansOnce(Fit *f, const KmeansOptions *o, double tol_abs, pg_prng_state *rng,
 	f->a = f->labels[sh->cur];
 	memset(f->drift, 0, sizeof(double) * sh->k);
 	sh->drift_max = 0.0;
-	SeedCenters(f, rng);
+	SeedCenters(f, in, rng);
 	LloydHalfGaps(f);
 	FitRunPass(f, FIT_PASS_FIRST);
 	FitAddChunks(f, true);
@@ -1314,39 +1698,45 @@ KmeansOnce(Fit *f, const KmeansOptions *o, double tol_abs, pg_prng_state *rng,
 }
 
 /*
- * Fit k-means on the unit vectors f->x (tile order, f->idx and f->inv set)
+ * Fit k-means on the unit vectors f->x (tile order, f->ref and the bands set)
  * and build the model in out_cxt; *labels_out (if wanted) is set to the
  * fit's labels, valid until FitEnd
  */
 static CmlModel *
-KmeansFitVectors(Fit *f, const KmeansOptions *o, int32 **labels_out, MemoryContext out_cxt)
+KmeansFitVectors(Fit *f, const PointInput *in, const KmeansOptions *o, int32 **labels_out,
+				 MemoryContext out_cxt)
 {
 	const CmlVec3 *x = f->x;
 	int64		n = f->sh->n;
+	int64		ntiles = (n + FIT_TILE - 1) / FIT_TILE;
 	pg_prng_state rng;
-	double		mean[3] = {0, 0, 0};
+	CmlVec3		mean = {0, 0, 0};
 	double		var = 0.0;
 	double		tol_abs;
 	CmlVec3    *best_centers = palloc(sizeof(CmlVec3) * o->k);
+	CmlVec3    *best_sum = palloc(sizeof(CmlVec3) * o->k);
+	int64	   *best_cnt = palloc(sizeof(int64) * o->k);
 	double		best_inertia = INFINITY;
 	int32		best_labels = -1;
 	int32		best_iter = 0;
 	MemoryContext old;
 	CmlModel   *model;
 
-	/* scikit-learn's tolerance: tol times the mean per-dimension variance */
-	for (int64 i = 0; i < n; i++)
+	/*
+	 * scikit-learn's tolerance: tol times the mean per-dimension variance,
+	 * from the tiles' figures (each tile as a whole of center `mean`)
+	 */
+	for (int64 t = 0; t < ntiles; t++)
 	{
-		mean[0] += x[i].x;
-		mean[1] += x[i].y;
-		mean[2] += x[i].z;
+		mean.x += f->tsum[t].x;
+		mean.y += f->tsum[t].y;
+		mean.z += f->tsum[t].z;
 	}
-	for (int d = 0; d < 3; d++)
-		mean[d] /= n;
-	for (int64 i = 0; i < n; i++)
-		var += (x[i].x - mean[0]) * (x[i].x - mean[0]) +
-			(x[i].y - mean[1]) * (x[i].y - mean[1]) +
-			(x[i].z - mean[2]) * (x[i].z - mean[2]);
+	mean.x /= n;
+	mean.y /= n;
+	mean.z /= n;
+	for (int64 t = 0; t < ntiles; t++)
+		var += FitTileInertia(f, t, mean);
 	tol_abs = o->tol * var / n / 3.0;
 
 	pg_prng_seed(&rng, (uint64) o->seed);
@@ -1356,7 +1746,7 @@ KmeansFitVectors(Fit *f, const KmeansOptions *o, int32 **labels_out, MemoryConte
 		double		inertia;
 		int32		n_iter;
 
-		KmeansOnce(f, o, tol_abs, &rng, &inertia, &n_iter);
+		KmeansOnce(f, in, o, tol_abs, &rng, &inertia, &n_iter);
 		if (ClearlyBelow(inertia, best_inertia))
 		{
 			/* keep this run's labels: the next run writes the other array */
@@ -1364,6 +1754,8 @@ KmeansFitVectors(Fit *f, const KmeansOptions *o, int32 **labels_out, MemoryConte
 			best_labels = f->sh->cur;
 			best_iter = n_iter;
 			memcpy(best_centers, f->c, sizeof(CmlVec3) * o->k);
+			memcpy(best_sum, f->sum, sizeof(CmlVec3) * o->k);
+			memcpy(best_cnt, f->cnt, sizeof(int64) * o->k);
 			f->sh->cur = 1 - f->sh->cur;
 		}
 	}
@@ -1380,8 +1772,12 @@ KmeansFitVectors(Fit *f, const KmeansOptions *o, int32 **labels_out, MemoryConte
 	model->n_zones = o->k;
 	model->n_iter = best_iter;
 	model->inertia = best_inertia * CML_EARTH_RADIUS_M * CML_EARTH_RADIUS_M;
-	/* the zone figures, the pass over the points by chunks as Lloyd's */
-	CmlZoneCentroids(model, x, f->labels[best_labels], n, best_centers);
+	/*
+	 * the zone figures: the centroids from the sums of the best run's last
+	 * assignment, the pass over the points by chunks as Lloyd's
+	 */
+	CmlZoneCentroidsOfSums(model, best_sum, best_cnt, 0, x, f->labels[best_labels], n,
+						   best_centers);
 	for (int32 z = 0; z < o->k; z++)
 		f->zunit[z] = model->zones[z].unit;
 	if (f->znb != NULL)
@@ -1414,263 +1810,17 @@ CmlKmeansCheckParams(Jsonb *params)
 }
 
 /*
- * ---------- the canonical order of the points ----------
- *
- * The points are fitted in (lat, lon) order, so the model depends only on the
- * set of points and the seed.  The order is computed by an LSD radix sort on
- * order-preserving integer images of the latitudes, then the runs of equal
- * latitude (rare unless the data has duplicates) by longitude.
- */
-
-/* A point's sort key (its latitude's image), longitude and input position */
-typedef struct OrderedPoint
-{
-	uint64		key;
-	double		lon;
-	int64		pos;
-} OrderedPoint;
-
-/* Unsigned integer with the order of a finite double (-0.0 and 0.0 are equal) */
-static inline uint64
-OrderKey(double v)
-{
-	uint64		b;
-
-	if (v == 0.0)
-		v = 0.0;
-	memcpy(&b, &v, sizeof(b));
-	return (b & UINT64CONST(0x8000000000000000)) ? ~b : b | UINT64CONST(0x8000000000000000);
-}
-
-/* The double whose key this is */
-static inline double
-OrderKeyValue(uint64 key)
-{
-	double		v;
-
-	key = (key & UINT64CONST(0x8000000000000000)) ? key & ~UINT64CONST(0x8000000000000000) : ~key;
-	memcpy(&v, &key, sizeof(v));
-	return v;
-}
-
-/* Order of two points by (lat, lon) (equal points: any order) */
-static inline int
-ComparePointOrder(const OrderedPoint *a, const OrderedPoint *b)
-{
-	if (a->key != b->key)
-		return a->key < b->key ? -1 : 1;
-	if (a->lon != b->lon)
-		return a->lon < b->lon ? -1 : 1;
-	return 0;
-}
-
-#define ST_SORT sort_points
-#define ST_ELEMENT_TYPE OrderedPoint
-#define ST_COMPARE(a, b) ComparePointOrder(a, b)
-#define ST_SCOPE static
-#define ST_DECLARE
-#define ST_DEFINE
-#include "lib/sort_template.h"
-
-#define RADIX_BITS 11
-#define RADIX_SIZE (1 << RADIX_BITS)
-#define RADIX_DIGITS ((64 + RADIX_BITS - 1) / RADIX_BITS)
-#define RADIX_PASSES 3
-#define SMALL_RUN 32
-
-/* A digit's histogram becomes each value's first slot in the scatter */
-static inline void
-RadixOffsets(int64 *count)
-{
-	int64		total = 0;
-
-	for (int v = 0; v < RADIX_SIZE; v++)
-	{
-		int64		cnt = count[v];
-
-		count[v] = total;
-		total += cnt;
-	}
-}
-
-/* True when the points are runs in canonical order that MergeRuns takes */
-static inline bool
-MergeableRuns(const CmlPoints *pts)
-{
-	return pts->nruns > 0 && pts->nruns <= CML_MERGE_MAX_RUNS &&
-		pts->run_end[pts->nruns - 1] == pts->n;
-}
-
-/*
- * Merge the runs of points (each in canonical order, as the parallel workers
- * sent them) into a[]
- */
-static void
-MergeRuns(const CmlPoints *pts, OrderedPoint *a)
-{
-	int32		nr = pts->nruns;
-	const double *ll[CML_MERGE_MAX_RUNS];
-	int64		start[CML_MERGE_MAX_RUNS];
-	int64		cur[CML_MERGE_MAX_RUNS];
-	int64		end[CML_MERGE_MAX_RUNS];
-	uint64		hk[CML_MERGE_MAX_RUNS];
-	double		hl[CML_MERGE_MAX_RUNS];
-
-	/* each run from its own index 0; an exhausted run's head is above any point's */
-	for (int32 r = 0; r < nr; r++)
-	{
-		ll[r] = CmlPointsRun(pts, r);
-		start[r] = r > 0 ? pts->run_end[r - 1] : 0;
-		cur[r] = 0;
-		end[r] = pts->run_end[r] - start[r];
-		hk[r] = PG_UINT64_MAX;
-		hl[r] = INFINITY;
-		if (end[r] > 0)
-		{
-			hk[r] = OrderKey(ll[r][0]);
-			hl[r] = ll[r][1] + 0.0;
-		}
-	}
-	for (int64 i = 0; i < pts->n; i++)
-	{
-		int32		b = 0;
-		int64		at;
-
-		for (int32 r = 1; r < nr; r++)
-			b = (hk[r] < hk[b] || (hk[r] == hk[b] && hl[r] < hl[b])) ? r : b;
-		at = cur[b]++;
-		a[i].key = hk[b];
-		a[i].lon = hl[b];
-		a[i].pos = start[b] + at;
-		if (cur[b] < end[b])
-		{
-			uint64		k = OrderKey(ll[b][2 * at + 2]);
-			double		l = ll[b][2 * at + 3] + 0.0;
-
-			if (unlikely(k < hk[b] || (k == hk[b] && l < hl[b])))
-				elog(ERROR, "partial k-means state out of order. Please report a bug.");
-			hk[b] = k;
-			hl[b] = l;
-		}
-		else
-		{
-			hk[b] = PG_UINT64_MAX;
-			hl[b] = INFINITY;
-		}
-	}
-}
-
-/*
- * The points in (lat, lon) order: an array of n OrderedPoint allocated (huge)
- * in the current context, and in *spare another one, free for the caller's use.
- */
-static OrderedPoint *
-CanonicalOrder(const CmlPoints *pts, OrderedPoint **spare)
-{
-	int64		n = pts->n;
-	const double *ll = pts->ll;
-	OrderedPoint *a = BigAlloc(sizeof(OrderedPoint) * n);
-	OrderedPoint *b = BigAlloc(sizeof(OrderedPoint) * n);
-	int64	   *count;
-	uint64		diff = 0;
-	uint64		mask = 0;
-	int			digit[RADIX_PASSES];
-	int			npass = 0;
-
-	/* made of runs already in order (parallel workers' partial states): merge */
-	if (MergeableRuns(pts))
-	{
-		MergeRuns(pts, a);
-		*spare = b;
-		return a;
-	}
-
-	/* keys, and every digit's histogram in the same pass */
-	count = palloc0(sizeof(int64) * RADIX_DIGITS * RADIX_SIZE);
-	for (int64 i = 0; i < n; i++)
-	{
-		uint64		key = OrderKey(ll[2 * i]);
-
-		a[i].key = key;
-		a[i].lon = ll[2 * i + 1] + 0.0;	/* -0.0 becomes 0.0 */
-		a[i].pos = i;
-		diff |= key ^ a[0].key;
-		for (int d = 0; d < RADIX_DIGITS; d++)
-			count[d * RADIX_SIZE + ((key >> (d * RADIX_BITS)) & (RADIX_SIZE - 1))]++;
-	}
-
-	/*
-	 * One stable scatter per digit, for the RADIX_PASSES most significant
-	 * digits in which the keys differ: the keys are then in order except
-	 * within runs that agree on every digit sorted, which are short unless
-	 * the points are (nearly) equal.
-	 */
-	for (int d = RADIX_DIGITS - 1; d >= 0 && npass < RADIX_PASSES; d--)
-		if (((diff >> (d * RADIX_BITS)) & (RADIX_SIZE - 1)) != 0)
-			digit[npass++] = d;
-	for (int p = npass - 1; p >= 0; p--)
-	{
-		int			shift = digit[p] * RADIX_BITS;
-		int64	   *c = count + digit[p] * RADIX_SIZE;
-		OrderedPoint *swap;
-
-		CHECK_FOR_INTERRUPTS();
-		RadixOffsets(c);
-		for (int64 i = 0; i < n; i++)
-			b[c[(a[i].key >> shift) & (RADIX_SIZE - 1)]++] = a[i];
-		swap = a;
-		a = b;
-		b = swap;
-	}
-	*spare = b;
-	pfree(count);
-
-	/* the runs that agree on the sorted digits, by (lat, lon) */
-	if (npass > 0)
-		mask = ~((UINT64CONST(1) << (digit[npass - 1] * RADIX_BITS)) - 1);
-	for (int64 i = 0; i + 1 < n;)
-	{
-		int64		j = i + 1;
-
-		while (j < n && ((a[j].key ^ a[i].key) & mask) == 0)
-			j++;
-		if (j - i > SMALL_RUN)
-			sort_points(a + i, j - i);
-		else
-		{
-			/* insertion sort */
-			for (int64 m = i + 1; m < j; m++)
-			{
-				OrderedPoint t = a[m];
-				int64		h = m;
-
-				while (h > i && ComparePointOrder(&t, &a[h - 1]) < 0)
-				{
-					a[h] = a[h - 1];
-					h--;
-				}
-				a[h] = t;
-			}
-		}
-		i = j;
-	}
-	return a;
-}
-
-/*
  * ---------- the tile order of the points ----------
  *
  * Lloyd's passes take the points in an order that keeps near points near in
  * the array, so that tiles of consecutive points are small patches of the
  * map: the Z-order (Morton order) of their (lat, lon) on a grid of 2048
- * cells a side over their bounding box, and the canonical order within a
- * cell, by a stable LSD radix sort from the canonical order: a function of
- * the point set, like the canonical order.  Only Lloyd's arithmetic sees
- * it; the seeds, hence the model, are those of the canonical order, which
- * does not change when the data set is turned in longitude.
+ * cells a side over their bounding box, by a stable LSD radix sort of the
+ * cells, and within a cell by (lat, lon): a function of the point set.
  */
 
-#define TILE_GRID_BITS RADIX_BITS	/* 2 coordinates: 2 radix digits */
+#define TILE_TOP_BITS 8			/* the first pass: by the cells' top bits ... */
+#define TILE_LOCAL_BITS 8			/* ... then within each part, by this many at once */
 #define TILE_PREFETCH 16			/* points fetched ahead by the gather */
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -1679,154 +1829,246 @@ CanonicalOrder(const CmlPoints *pts, OrderedPoint **spare)
 #define PREFETCH(addr) ((void) 0)
 #endif
 
-/* The grid coordinate c's bits spread to every other bit (0, 2, 4, ...) */
-static uint64 TileSpread[1 << TILE_GRID_BITS];
+/* A digit's histogram (of nvalues) becomes each value's first slot in the scatter */
+static inline void
+RadixOffsets(int64 *count, int nvalues)
+{
+	int64		total = 0;
+
+	for (int v = 0; v < nvalues; v++)
+	{
+		int64		cnt = count[v];
+
+		count[v] = total;
+		total += cnt;
+	}
+}
+
+/* The grid over the points' bounding box, and their latitude bands */
+typedef struct TileGrid
+{
+	double		lat0;
+	double		lon0;
+	double		slat;			/* cells per degree */
+	double		slon;
+	double		sband;			/* bands per degree of latitude */
+} TileGrid;
+
+/* The 16 low bits of v spread to the even bits */
+static inline uint64
+TileSpread(uint64 v)
+{
+	v &= 0xFFFF;
+	v = (v | (v << 8)) & UINT64CONST(0x00FF00FF);
+	v = (v | (v << 4)) & UINT64CONST(0x0F0F0F0F);
+	v = (v | (v << 2)) & UINT64CONST(0x33333333);
+	return (v | (v << 1)) & UINT64CONST(0x55555555);
+}
+
+/* Z-order cell of (lat, lon) */
+static inline uint64
+TileCell(const TileGrid *g, double lat, double lon)
+{
+	int64		cy = (int64) ((lat - g->lat0) * g->slat);
+	int64		cx = (int64) ((lon - g->lon0) * g->slon);
+
+	return (TileSpread((uint64) cy) << 1) | TileSpread((uint64) cx);
+}
+
+/* Latitude band of lat (the latitudes alone decide it) */
+static inline int32
+TileBand(const TileGrid *g, double lat)
+{
+	return (int32) ((lat - g->lat0) * g->sband);
+}
+
+/* A point on its way to the tile order: its key (cell, reference) and coordinates */
+typedef struct TileItem
+{
+	uint64		key;
+	double		lat;
+	double		lon;
+} TileItem;
+
+/* Sort the items of a cell, it[0 .. len - 1], by (lat, lon); tmp: room for len points */
+static void
+TileSortCell(TileItem *it, int64 len, OrderedPoint *tmp, TileItem *out)
+{
+	for (int64 m = 0; m < len; m++)
+		tmp[m] = OrderedPointOf(&it[m].lat, m);
+	SortPoints(tmp, len);
+	for (int64 m = 0; m < len; m++)
+		out[m] = it[tmp[m].pos];
+	memcpy(it, out, sizeof(TileItem) * len);
+}
 
 /*
- * Put the points, whose canonical order is order[], into f->x in tile
- * order as unit vectors, the canonical index of each one into f->idx (and
- * the inverse into f->inv), and set the tiles' figures.  f->x serves as the
- * sort's scratch first: the sorted keys end in its last third, where the
- * gather, going up, reads each one before the points reach it.  Past 2^31
- * points the tile order is the canonical order (f->idx and f->inv NULL).
+ * Sort a part, a[0 .. len - 1], by `npass` digits of TILE_LOCAL_BITS from bit
+ * `shift` of the keys (stable), between a and b (as large): the items end in
+ * b if npass is odd, else in a.  The parts are small: in cache.
  */
 static void
-TileOrder(const OrderedPoint *order, Fit *f)
+TileSortPart(TileItem *a, TileItem *b, int64 len, int shift, int npass)
 {
-	int64		n = f->sh->n;
-	CmlVec3    *x = f->x;
-	int32	   *idx;
-	int32	   *inv;
-	uint64	   *a = (uint64 *) x + 2 * n;	/* the last third: the keys ... */
-	uint64	   *b = (uint64 *) x + n;	/* ... and the middle one */
-	const int	idx_bits = 31;
-	const uint64 idx_mask = (UINT64CONST(1) << idx_bits) - 1;
-	/* the canonical order is by latitude: its ends give the latitudes' range */
-	double		lat0 = OrderKeyValue(order[0].key);
-	double		lat1 = OrderKeyValue(order[n - 1].key);
-	double		lon0 = INFINITY;
-	double		lon1 = -INFINITY;
-	double		slat;
-	double		slon;
-	int64	   *count;
-	int			npass = 0;
+	int64		cnt[1 << TILE_LOCAL_BITS];
 
-	StaticAssertStmt(sizeof(CmlVec3) == 3 * sizeof(uint64), "tile order keys fit in x");
-	StaticAssertStmt(2 * TILE_GRID_BITS + 31 <= 64, "a tile order key is 64 bits");
-	if (n > PG_INT32_MAX)
+	for (int d = 0; d < npass; d++)
 	{
-		for (int64 i = 0; i < n; i++)
-		{
-			x[i] = CmlLatLonToVec(OrderKeyValue(order[i].key), order[i].lon);
-			if ((i + 1) % FIT_TILE == 0 || i + 1 == n)
-				FitTileFigures(f, i / FIT_TILE);
-		}
-		f->idx = f->inv = NULL;
-		return;
-	}
-	if (TileSpread[1] == 0)
-		for (uint64 c = 0; c < (1 << TILE_GRID_BITS); c++)
-			for (int bit = 0; bit < TILE_GRID_BITS; bit++)
-				TileSpread[c] |= ((c >> bit) & 1) << (2 * bit);
+		int			sh = shift + d * TILE_LOCAL_BITS;
+		TileItem   *swap;
 
-	for (int64 c = 0; c < n; c++)
-	{
-		lon0 = Min(lon0, order[c].lon);
-		lon1 = Max(lon1, order[c].lon);
-	}
-	/* just below the grid size, so that a cell index stays in range */
-	slat = lat1 > lat0 ? ((1 << TILE_GRID_BITS) - 0.5) / (lat1 - lat0) : 0.0;
-	slon = lon1 > lon0 ? ((1 << TILE_GRID_BITS) - 0.5) / (lon1 - lon0) : 0.0;
-
-	/*
-	 * Keys: the Z-order's bits above 31 bits of canonical index (so no two
-	 * are equal), and each digit's histogram in the same pass
-	 */
-	count = palloc0(sizeof(int64) * 2 * RADIX_SIZE);
-	for (int64 c = 0; c < n; c++)
-	{
-		int64		cy = (int64) ((OrderKeyValue(order[c].key) - lat0) * slat);
-		int64		cx = (int64) ((order[c].lon - lon0) * slon);
-		uint64		key = (((TileSpread[cy] << 1) | TileSpread[cx]) << idx_bits) | (uint64) c;
-
-		a[c] = key;
-		for (int d = 0; d < 2; d++)
-			count[d * RADIX_SIZE + ((key >> (idx_bits + d * RADIX_BITS)) & (RADIX_SIZE - 1))]++;
-	}
-
-	/*
-	 * One stable scatter per digit but those where every key is the same;
-	 * the keys start where they end up, in the last third
-	 */
-	for (int d = 0; d < 2; d++)
-		if (count[d * RADIX_SIZE + ((a[0] >> (idx_bits + d * RADIX_BITS)) & (RADIX_SIZE - 1))] < n)
-			npass++;
-	if (npass % 2 == 1)
-	{
-		memcpy(b, a, sizeof(uint64) * n);
-		b = a;
-		a = (uint64 *) x + n;
-	}
-	for (int d = 0; d < 2; d++)
-	{
-		int			shift = idx_bits + d * RADIX_BITS;
-		int64	   *c = count + d * RADIX_SIZE;
-		uint64	   *swap;
-
-		if (c[(a[0] >> shift) & (RADIX_SIZE - 1)] == n)
-			continue;
-		CHECK_FOR_INTERRUPTS();
-		RadixOffsets(c);
-		for (int64 i = 0; i < n; i++)
-			b[c[(a[i] >> shift) & (RADIX_SIZE - 1)]++] = a[i];
+		memset(cnt, 0, sizeof(cnt));
+		for (int64 i = 0; i < len; i++)
+			cnt[(a[i].key >> sh) & ((1 << TILE_LOCAL_BITS) - 1)]++;
+		RadixOffsets(cnt, 1 << TILE_LOCAL_BITS);
+		for (int64 i = 0; i < len; i++)
+			b[cnt[(a[i].key >> sh) & ((1 << TILE_LOCAL_BITS) - 1)]++] = a[i];
 		swap = a;
 		a = b;
 		b = swap;
 	}
-	pfree(count);
-	Assert(a == (uint64 *) x + 2 * n);
-
-	/*
-	 * x[i] ends where a[i + 1] starts at the latest: 24 i + 24 <= 16 n +
-	 * 8 (i + 1); each tile's figures once its points are in
-	 */
-	idx = f->idx = palloc_extended(sizeof(int32) * n, MCXT_ALLOC_HUGE);
-	inv = f->inv = palloc_extended(sizeof(int32) * n, MCXT_ALLOC_HUGE);
-	for (int64 i = 0; i < n; i++)
-	{
-		int32		at = (int32) (a[i] & idx_mask);
-
-		/* the trigonometry would leave few loads in flight: fetch ahead */
-		if (i + TILE_PREFETCH < n)
-			PREFETCH(&order[a[i + TILE_PREFETCH] & idx_mask]);
-		x[i] = CmlLatLonToVec(OrderKeyValue(order[at].key), order[at].lon);
-		idx[i] = at;
-		inv[at] = (int32) i;
-		if ((i + 1) % FIT_TILE == 0 || i + 1 == n)
-			FitTileFigures(f, i / FIT_TILE);
-	}
 }
 
 /*
- * Write the points as (lat, lon) float8 pairs in canonical order to out (not
- * necessarily aligned): a parallel worker's partial state, so the leader
- * merges runs instead of sorting every point
+ * Put the input points into f->x in tile order as unit vectors, with their
+ * references (f->ref) and latitude bands (f->band, f->band_start,
+ * f->band_pts in tile order), and set the tiles' figures.  The grid has 2^16
+ * cells a side (fewer if the references need the key's bits), so that few
+ * cells hold more than one point.  The points go through the radix sort
+ * with their coordinates, between f->x and scratch (as large), and end in
+ * f->x, where each one's unit vector takes its place.
  */
-void
-CmlKmeansCanonicalPoints(const CmlPoints *pts, char *out)
+static void
+TileOrder(const PointInput *in, Fit *f, void *scratch)
 {
-	OrderedPoint *spare;
-	OrderedPoint *order = CanonicalOrder(pts, &spare);
+	int64		n = f->sh->n;
+	const int	rb = in->ref_bits;
+	const uint64 ref_mask = (UINT64CONST(1) << rb) - 1;
+	const int	grid_bits = Min(TILE_GRID_MAX_BITS, (64 - rb) / 2);
+	const int	top_shift = rb + 2 * grid_bits - TILE_TOP_BITS;
+	const int	nlocal = (2 * grid_bits - TILE_TOP_BITS + TILE_LOCAL_BITS - 1) / TILE_LOCAL_BITS;
+	/* the first pass from a to b, then nlocal in each part: they end in x */
+	TileItem   *a = (nlocal % 2 == 0) ? (TileItem *) scratch : (TileItem *) f->x;
+	TileItem   *b = (nlocal % 2 == 0) ? (TileItem *) f->x : (TileItem *) scratch;
+	double		lat1 = -INFINITY;
+	double		lon1 = -INFINITY;
+	TileGrid	g = {INFINITY, INFINITY, 0.0, 0.0, 0.0};
+	int64	   *count;
+	int64	   *band_fill;
+	OrderedPoint *cell_tmp = NULL;
+	int64		cell_cap = 0;
+	int64		cell_end = 0;
+	int64		c = 0;
 
-	for (int64 i = 0; i < pts->n; i++)
+	StaticAssertStmt(sizeof(TileItem) == sizeof(CmlVec3), "the points are sorted in x");
+	Assert(rb <= 64 - 2 * TILE_GRID_MIN_BITS);
+
+	for (int32 r = 0; r < in->nruns; r++)
+		for (int64 j = 0; j < in->start[r + 1] - in->start[r]; j++)
+		{
+			g.lat0 = Min(g.lat0, in->ll[r][2 * j]);
+			lat1 = Max(lat1, in->ll[r][2 * j]);
+			g.lon0 = Min(g.lon0, in->ll[r][2 * j + 1]);
+			lon1 = Max(lon1, in->ll[r][2 * j + 1]);
+		}
+	/* just below the grid size (band count), so that an index stays in range */
+	f->nbands = Max(n / SEED_BLOCK, 1);
+	if (lat1 > g.lat0)
 	{
-		double		lat = OrderKeyValue(order[i].key);
-
-		memcpy(out + 16 * i, &lat, sizeof(double));
-		memcpy(out + 16 * i + 8, &order[i].lon, sizeof(double));
+		g.slat = ((UINT64CONST(1) << grid_bits) - 0.5) / (lat1 - g.lat0);
+		g.sband = (f->nbands - 0.5) / (lat1 - g.lat0);
 	}
-	pfree(order);
-	pfree(spare);
+	if (lon1 > g.lon0)
+		g.slon = ((UINT64CONST(1) << grid_bits) - 0.5) / (lon1 - g.lon0);
+
+	/*
+	 * Keys: the Z-order's bits above the reference; the top bits' histogram
+	 * and the bands' sizes in the same pass
+	 */
+	count = palloc0(sizeof(int64) * ((1 << TILE_TOP_BITS) + 1));
+	f->band_start = palloc0(sizeof(int64) * (f->nbands + 1));
+	for (int32 r = 0; r < in->nruns; r++)
+		for (int64 j = 0; j < in->start[r + 1] - in->start[r]; j++)
+		{
+			double		lat = in->ll[r][2 * j] + 0.0;
+			double		lon = in->ll[r][2 * j + 1] + 0.0;
+			uint64		key = (TileCell(&g, lat, lon) << rb) | ((uint64) r << in->run_shift) | (uint64) j;
+
+			a[c].key = key;
+			a[c].lat = lat;
+			a[c].lon = lon;
+			c++;
+			count[(key >> top_shift) + 1]++;
+			f->band_start[TileBand(&g, lat) + 1]++;
+		}
+
+	/*
+	 * The first pass by the top bits of the cells (a part per value), then
+	 * each part in cache by the rest
+	 */
+	for (int v = 0; v < (1 << TILE_TOP_BITS); v++)
+		count[v + 1] += count[v];
+	{
+		int64	   *fill = palloc(sizeof(int64) << TILE_TOP_BITS);
+
+		memcpy(fill, count, sizeof(int64) << TILE_TOP_BITS);
+		for (int64 i = 0; i < n; i++)
+			b[fill[a[i].key >> top_shift]++] = a[i];
+		pfree(fill);
+	}
+	for (int v = 0; v < (1 << TILE_TOP_BITS); v++)
+	{
+		if ((v & 63) == 0)
+			CHECK_FOR_INTERRUPTS();
+		TileSortPart(b + count[v], a + count[v], count[v + 1] - count[v], rb, nlocal);
+	}
+	a = (TileItem *) f->x;
+	pfree(count);
+
+	for (int64 v = 0; v < f->nbands; v++)
+		f->band_start[v + 1] += f->band_start[v];
+	band_fill = palloc(sizeof(int64) * f->nbands);
+	memcpy(band_fill, f->band_start, sizeof(int64) * f->nbands);
+	f->ref = BigAlloc(sizeof(int64) * n);
+	f->band = BigAlloc(sizeof(int32) * n);
+	f->band_pts = BigAlloc(sizeof(int64) * n);
+	f->band_sorted = palloc0(sizeof(bool) * f->nbands);
+
+	/* each point's unit vector in its item's place, a cell's points by (lat, lon) */
+	for (int64 i = 0; i < n; i++)
+	{
+		TileItem	it;
+		int32		band;
+
+		if (i == cell_end)
+		{
+			cell_end = i + 1;
+			while (cell_end < n && (a[cell_end].key >> rb) == (a[i].key >> rb))
+				cell_end++;
+			if (cell_end - i > 1)
+			{
+				if (cell_end - i > cell_cap)
+				{
+					if (cell_tmp)
+						pfree(cell_tmp);
+					cell_cap = Max(cell_end - i, 2 * cell_cap);
+					cell_tmp = palloc_extended(sizeof(OrderedPoint) * cell_cap, MCXT_ALLOC_HUGE);
+				}
+				TileSortCell(a + i, cell_end - i, cell_tmp, (TileItem *) scratch);
+			}
+		}
+		it = a[i];
+		band = TileBand(&g, it.lat);
+		f->x[i] = CmlLatLonToVec(it.lat, it.lon);
+		f->ref[i] = (int64) (it.key & ref_mask);
+		f->band[i] = band;
+		f->band_pts[band_fill[band]++] = i;
+		if ((i + 1) % FIT_TILE == 0 || i + 1 == n)
+			FitTileFigures(f, i / FIT_TILE);
+	}
+	if (cell_tmp)
+		pfree(cell_tmp);
+	pfree(band_fill);
 }
 
 /* Fit k-means on a point set; k_in_options when k comes from the options (train) */
@@ -1838,11 +2080,10 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	MemoryContext cxt;
 	int64		n = pts->n;
 	KmeansOptions o;
+	PointInput	in;
 	Fit			f;
+	void	   *scratch;
 	CmlModel   *model;
-	OrderedPoint *order;
-	OrderedPoint *spare;
-	int64	   *pos = NULL;
 	int32	   *tile_labels = NULL;
 
 	if (k_in_options)
@@ -1851,6 +2092,7 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	if (!k_in_options)
 		o.k = k;
 	CheckK(o.k, n);
+	PointInputOf(pts, &in);
 
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "cinematic_ml k-means",
 								ALLOCSET_DEFAULT_SIZES);
@@ -1858,40 +2100,29 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	FitBegin(&f, n, o.k, o.n_init);
 
 	/*
-	 * The seeding draws the points in the canonical order, so the model
-	 * depends only on the set of points and the seed: not on the scan order,
-	 * nor on the order in which parallel workers' partial states were
-	 * combined.  The fit takes them in tile order, f.x, in the shared memory
-	 * when there are workers, and reaches the canonical order through f.inv.
-	 * Fresh memory is costly (page faults): serial, the sort's spare buffer
-	 * becomes f.x, and the sorted one, once the points are in tile order,
-	 * holds the bounds.
+	 * The fit takes the points in tile order, f.x, in the shared memory when
+	 * there are workers; the seeding draws them in the canonical order
+	 * through the latitude bands, so the model depends only on the set of
+	 * points and the seed: not on the scan order, nor on the order in which
+	 * parallel workers' partial states were combined.
 	 */
-	StaticAssertStmt(sizeof(OrderedPoint) == sizeof(CmlVec3) &&
-					 sizeof(CmlVec3) == 3 * sizeof(double),
-					 "the k-means buffers are shared");
-	order = CanonicalOrder(pts, &spare);
-	if (labels_out)
-	{
-		pos = palloc_extended(sizeof(int64) * Max(n, 1), MCXT_ALLOC_HUGE);
-		for (int64 i = 0; i < n; i++)
-			pos[i] = order[i].pos;
-	}
 	if (f.x == NULL)
-		f.x = (CmlVec3 *) spare;
-	TileOrder(order, &f);
-	if (f.u == NULL)
 	{
-		f.u = (double *) order;
+		f.x = BigAlloc(sizeof(CmlVec3) * n);
+		scratch = BigAlloc(sizeof(TileItem) * n);
+		f.u = scratch;
 		f.l = f.u + n;
 	}
-	model = KmeansFitVectors(&f, &o, labels_out ? &tile_labels : NULL, callerCxt);
+	else
+		scratch = BigAlloc(sizeof(TileItem) * n);
+	TileOrder(&in, &f, scratch);
+	model = KmeansFitVectors(&f, &in, &o, labels_out ? &tile_labels : NULL, callerCxt);
 	if (labels_out)
 	{
 		/* back to the caller's order */
 		*labels_out = MemoryContextAllocHuge(callerCxt, sizeof(int32) * Max(n, 1));
 		for (int64 i = 0; i < n; i++)
-			(*labels_out)[pos[f.idx ? f.idx[i] : i]] = tile_labels[i];
+			(*labels_out)[RefIndex(&in, (uint64) f.ref[i])] = tile_labels[i];
 	}
 	FitEnd(&f);
 	MemoryContextSwitchTo(callerCxt);

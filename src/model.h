@@ -146,6 +146,9 @@ extern void CmlComputeZones(CmlModel *model, const CmlVec3 *pts, const int32 *la
 /* ... and the same in steps, the middle one by ranges of points (see zones.c) */
 extern void CmlZoneCentroids(CmlModel *m, const CmlVec3 *x, const int32 *labels, int64 n,
 							 const CmlVec3 *centers);
+extern void CmlZoneCentroidsOfSums(CmlModel *m, const CmlVec3 *sum, const int64 *cnt,
+								   int64 n_noise, const CmlVec3 *x, const int32 *labels, int64 n,
+								   const CmlVec3 *centers);
 extern int64 CmlZoneStride(int64 n, int32 nz);
 extern int64 CmlZoneNeighbourCount(int32 nz);
 extern void CmlZoneScan(const CmlVec3 *unit, int32 nz, const CmlNeighbour *nb, const CmlVec3 *x,

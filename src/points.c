@@ -470,7 +470,7 @@ kmeans_fit_trans(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 	{
 		pts = NewAggState(aggcxt);
-		pts->sort_partial = true;
+		pts->linkable = true;
 	}
 	else
 		pts = (CmlPoints *) PG_GETARG_POINTER(0);
@@ -520,7 +520,7 @@ zone_metrics_trans(PG_FUNCTION_ARGS)
 	PG_RETURN_POINTER(pts);
 }
 
-/* True when the points are made of runs each in canonical order */
+/* True when the points are made of runs (linked partial states) */
 static inline bool
 HasRuns(const CmlPoints *pts)
 {
@@ -582,8 +582,8 @@ CombineRuns(CmlPoints *a, const CmlPoints *b, MemoryContext cxt)
 
 /*
  * Append b's points to a by linking b's runs, without a copy: when both are
- * runs in canonical order (k-means' sorted partial states), unlabelled, and
- * not too many for a merge.  False when a copy is needed.
+ * runs (k-means' partial states), unlabelled, and not too many.  False when
+ * a copy is needed.
  */
 static bool
 LinkRuns(CmlPoints *a, const CmlPoints *b, MemoryContext cxt)
@@ -591,11 +591,11 @@ LinkRuns(CmlPoints *a, const CmlPoints *b, MemoryContext cxt)
 	int32		nr = a->nruns + b->nruns;
 
 	if (a->n == 0 || b->n == 0 || !HasRuns(a) || !HasRuns(b) ||
-		a->label != NULL || b->label != NULL || nr > CML_MERGE_MAX_RUNS)
+		a->label != NULL || b->label != NULL || nr > CML_LINK_MAX_RUNS)
 		return false;
 	if (a->run_ll == NULL)
 	{
-		double	  **run_ll = MemoryContextAlloc(cxt, sizeof(double *) * CML_MERGE_MAX_RUNS);
+		double	  **run_ll = MemoryContextAlloc(cxt, sizeof(double *) * CML_LINK_MAX_RUNS);
 
 		for (int32 r = 0; r < a->nruns; r++)
 			run_ll[r] = (double *) CmlPointsRun(a, r);
@@ -638,7 +638,7 @@ cml_points_combine(PG_FUNCTION_ARGS)
 
 	if (b->has_params)
 		SetParams(a, b->param[0], b->param[1], b->options, aggcxt);
-	/* the sorted states of parallel workers: b's arrays stay where they are */
+	/* k-means' partial states of parallel workers: b's arrays stay where they are */
 	if (LinkRuns(a, b, aggcxt))
 		PG_RETURN_POINTER(a);
 	MaterializeRuns(a, a->n + b->n, aggcxt);
@@ -676,11 +676,10 @@ cml_points_serialize(PG_FUNCTION_ARGS)
 	StringInfoData buf;
 	Size		need;
 	int32		optlen = pts->options ? VARSIZE(pts->options) : 0;
-	bool		sorted = pts->sort_partial && pts->label == NULL && pts->n > 0;
+	bool		linkable = pts->linkable && pts->label == NULL && pts->n > 0;
 
-	/* sorted, linked runs are merged; otherwise the points go as they are, in one array */
-	if (!sorted)
-		MaterializeRuns(pts, pts->n, CurrentMemoryContext);
+	/* the points go as they are, in one array */
+	MaterializeRuns(pts, pts->n, CurrentMemoryContext);
 
 	need = add_size(64 + optlen, mul_size(pts->n, 2 * sizeof(double) + sizeof(int32)));
 	if (need > MaxAllocSize - VARHDRSZ)
@@ -697,21 +696,10 @@ cml_points_serialize(PG_FUNCTION_ARGS)
 	pq_sendfloat8(&buf, pts->param[1]);
 	pq_sendint32(&buf, optlen);
 	pq_sendbyte(&buf, pts->label != NULL);
-	pq_sendbyte(&buf, sorted);
+	pq_sendbyte(&buf, linkable);
 	if (optlen > 0)
 		pq_sendbytes(&buf, (const char *) pts->options, optlen);
-	if (sorted)
-	{
-		/*
-		 * k-means: sorted here, by each parallel worker (and the leader for
-		 * its own share); the final function merges the sorted runs
-		 */
-		CmlKmeansCanonicalPoints(pts, buf.data + buf.len);
-		buf.len += (int) (pts->n * 2 * sizeof(double));
-		buf.data[buf.len] = '\0';
-	}
-	else
-		pq_sendbytes(&buf, (const char *) pts->ll, (int) (pts->n * 2 * sizeof(double)));
+	pq_sendbytes(&buf, (const char *) pts->ll, (int) (pts->n * 2 * sizeof(double)));
 	if (pts->label != NULL)
 		pq_sendbytes(&buf, (const char *) pts->label, (int) (pts->n * sizeof(int32)));
 	PG_RETURN_BYTEA_P(pq_endtypsend(&buf));
@@ -729,7 +717,7 @@ cml_points_deserialize(PG_FUNCTION_ARGS)
 	int64		n;
 	int32		optlen;
 	bool		labelled;
-	bool		sorted;
+	bool		linkable;
 	Size		per_point;
 
 	if (!AggCheckCallContext(fcinfo, &aggcxt))
@@ -747,7 +735,7 @@ cml_points_deserialize(PG_FUNCTION_ARGS)
 	pts->param[1] = pq_getmsgfloat8(&buf);
 	optlen = pq_getmsgint(&buf, 4);
 	labelled = pq_getmsgbyte(&buf);
-	sorted = pq_getmsgbyte(&buf);
+	linkable = pq_getmsgbyte(&buf);
 	if (optlen > 0)
 	{
 		pts->options = palloc(optlen);
@@ -768,8 +756,8 @@ cml_points_deserialize(PG_FUNCTION_ARGS)
 	if (labelled)
 		pq_copymsgbytes(&buf, (char *) pts->label, (int) (n * sizeof(int32)));
 	pts->n = n;
-	pts->sort_partial = sorted;
-	if (sorted)
+	pts->linkable = linkable;
+	if (linkable)
 	{
 		pts->nruns = 1;
 		pts->run_end = palloc(sizeof(int64));

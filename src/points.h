@@ -21,14 +21,14 @@ typedef struct CmlPoints
 	bool		has_params;
 	double		param[2];		/* k-means: k; DBSCAN: eps_m, min_points */
 	Jsonb	   *options;		/* k-means options, or NULL */
-	bool		sort_partial;	/* serialise the points in k-means' canonical order */
+	bool		linkable;		/* k-means: partial states are linked, not copied */
 	int32		nruns;			/* when run_end[nruns - 1] == n: the points are nruns runs */
-	int64	   *run_end;		/* each in canonical order, ending there */
+	int64	   *run_end;		/* (partial states), each ending there */
 	double	  **run_ll;			/* or, if set, run r is at run_ll[r], not in ll */
 } CmlPoints;
 
-/* At most this many runs (parallel partial states) are merged rather than sorted */
-#define CML_MERGE_MAX_RUNS 64
+/* At most this many runs (parallel partial states) are linked rather than copied */
+#define CML_LINK_MAX_RUNS 64
 
 /* Where run r's (lat, lon) pairs are */
 static inline const double *
@@ -74,7 +74,6 @@ extern CmlModel *CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_opt
 extern CmlModel *CmlDbscanFitPoints(const CmlPoints *pts, double eps_m, int32 min_points,
 									int32 **labels_out);
 extern void CmlKmeansCheckParams(Jsonb *params);
-extern void CmlKmeansCanonicalPoints(const CmlPoints *pts, char *ll_out);
 extern void CmlDbscanParseParams(Jsonb *params, double *eps_m, int32 *min_points);
 
 #endif							/* CML_POINTS_H */

@@ -105,28 +105,46 @@ CmlZoneCentroids(CmlModel *m, const CmlVec3 *x, const int32 *labels, int64 n,
 {
 	int32		nz = m->n_zones;
 	CmlVec3    *sum = palloc0(sizeof(CmlVec3) * Max(nz, 1));
+	int64	   *cnt = palloc0(sizeof(int64) * Max(nz, 1));
+	int64		noise = 0;
 
-	m->zones = palloc0(sizeof(CmlZone) * Max(nz, 1));
-	m->n_noise = 0;
 	for (int64 i = 0; i < n; i++)
 	{
 		int32		z = labels[i];
 
 		if (z < 0)
 		{
-			m->n_noise++;
+			noise++;
 			continue;
 		}
 		sum[z].x += x[i].x;
 		sum[z].y += x[i].y;
 		sum[z].z += x[i].z;
-		m->zones[z].n_points++;
+		cnt[z]++;
 	}
+	CmlZoneCentroidsOfSums(m, sum, cnt, noise, x, labels, n, centers);
+	pfree(sum);
+	pfree(cnt);
+}
+
+/*
+ * The same from each zone's sum of unit vectors and count of points (x and
+ * labels for a zone whose sum is nil)
+ */
+void
+CmlZoneCentroidsOfSums(CmlModel *m, const CmlVec3 *sum, const int64 *cnt, int64 n_noise,
+					   const CmlVec3 *x, const int32 *labels, int64 n, const CmlVec3 *centers)
+{
+	int32		nz = m->n_zones;
+
+	m->zones = palloc0(sizeof(CmlZone) * Max(nz, 1));
+	m->n_noise = n_noise;
 	for (int32 z = 0; z < nz; z++)
 	{
 		CmlZone    *zone = &m->zones[z];
 		CmlVec3		u = sum[z];
 
+		zone->n_points = cnt[z];
 		if (zone->n_points == 0)
 			elog(ERROR, "zone %d has no points. Please report a bug.", z);
 		/* a zone spread evenly around the globe has no mean direction: use a member */
@@ -143,7 +161,6 @@ CmlZoneCentroids(CmlModel *m, const CmlVec3 *x, const int32 *labels, int64 n,
 		zone->unit = CmlLatLonToVec(zone->lat, zone->lon);
 		zone->center = centers ? centers[z] : zone->unit;
 	}
-	pfree(sum);
 }
 
 /* The silhouette takes every stride-th point (a sample when the data is large) */
