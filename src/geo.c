@@ -10,6 +10,13 @@
 double		CmlSinTable[256];
 double		CmlCosTable[256];
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define CML_HAVE_AVX2_PATH 1
+static bool CmlUseAvx2 = false;
+static bool CmlAvx2Agrees(void);
+#endif
+
 /* Fill CmlSinCosDeg's table (libm's values) when the library loads */
 static void CmlSinCosInit(void) __attribute__((constructor));
 static void
@@ -17,6 +24,129 @@ CmlSinCosInit(void)
 {
 	for (int i = 0; i < 256; i++)
 		sincos(i * CML_SINCOS_STEP_DEG * (M_PI / 180.0), &CmlSinTable[i], &CmlCosTable[i]);
+#ifdef CML_HAVE_AVX2_PATH
+	__builtin_cpu_init();
+	CmlUseAvx2 = __builtin_cpu_supports("avx2") && CmlAvx2Agrees();
+#endif
+}
+
+#ifdef CML_HAVE_AVX2_PATH
+/*
+ * CmlSinCosDeg of four angles with AVX2, operation for operation (no fused
+ * multiply-add: AVX2 only), so the same doubles
+ */
+static inline __attribute__((target("avx2"), always_inline)) void
+SinCosDeg4(__m256d deg, __m256d *s, __m256d *c)
+{
+	__m256d		k = _mm256_round_pd(_mm256_mul_pd(deg, _mm256_set1_pd(1.0 / CML_SINCOS_STEP_DEG)),
+									_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m256d		d = _mm256_mul_pd(_mm256_sub_pd(deg, _mm256_mul_pd(k, _mm256_set1_pd(CML_SINCOS_STEP_DEG))),
+								  _mm256_set1_pd(M_PI / 180.0));
+	__m256d		d2 = _mm256_mul_pd(d, d);
+	__m256d		ps;
+	__m256d		pc;
+	__m256d		sd;
+	__m256d		cd;
+	__m128i		i = _mm_and_si128(_mm256_cvttpd_epi32(k), _mm_set1_epi32(255));
+	__m256d		ts = _mm256_i32gather_pd(CmlSinTable, i, 8);
+	__m256d		tc = _mm256_i32gather_pd(CmlCosTable, i, 8);
+
+	/* d + d d2 (-1/6 + d2 (1/120 + d2 (-1/5040 + d2 / 362880))) */
+	ps = _mm256_add_pd(_mm256_set1_pd(-1.0 / 5040), _mm256_mul_pd(d2, _mm256_set1_pd(1.0 / 362880)));
+	ps = _mm256_add_pd(_mm256_set1_pd(1.0 / 120), _mm256_mul_pd(d2, ps));
+	ps = _mm256_add_pd(_mm256_set1_pd(-1.0 / 6), _mm256_mul_pd(d2, ps));
+	sd = _mm256_add_pd(d, _mm256_mul_pd(_mm256_mul_pd(d, d2), ps));
+	/* 1 + d2 (-1/2 + d2 (1/24 + d2 (-1/720 + d2 / 40320))) */
+	pc = _mm256_add_pd(_mm256_set1_pd(-1.0 / 720), _mm256_mul_pd(d2, _mm256_set1_pd(1.0 / 40320)));
+	pc = _mm256_add_pd(_mm256_set1_pd(1.0 / 24), _mm256_mul_pd(d2, pc));
+	pc = _mm256_add_pd(_mm256_set1_pd(-0.5), _mm256_mul_pd(d2, pc));
+	cd = _mm256_add_pd(_mm256_set1_pd(1.0), _mm256_mul_pd(d2, pc));
+	*s = _mm256_add_pd(_mm256_mul_pd(ts, cd), _mm256_mul_pd(tc, sd));
+	*c = _mm256_sub_pd(_mm256_mul_pd(tc, cd), _mm256_mul_pd(ts, sd));
+}
+
+/* CmlLatLonToVecs by fours (returns how many it did) */
+static __attribute__((target("avx2"))) int64
+LatLonToVecsAvx2(const double *ll, int64 stride, CmlVec3 *out, int64 n)
+{
+	int64		i = 0;
+
+	for (; i + 4 <= n; i += 4)
+	{
+		const double *p = ll + i * stride;
+		__m256d		lat = _mm256_set_pd(p[3 * stride], p[2 * stride], p[stride], p[0]);
+		__m256d		lon = _mm256_set_pd(p[3 * stride + 1], p[2 * stride + 1], p[stride + 1], p[1]);
+		__m256d		sphi;
+		__m256d		cphi;
+		__m256d		slam;
+		__m256d		clam;
+		double		vx[4];
+		double		vy[4];
+		double		vz[4];
+
+		SinCosDeg4(lat, &sphi, &cphi);
+		SinCosDeg4(lon, &slam, &clam);
+		_mm256_storeu_pd(vx, _mm256_mul_pd(cphi, clam));
+		_mm256_storeu_pd(vy, _mm256_mul_pd(cphi, slam));
+		_mm256_storeu_pd(vz, sphi);
+		for (int j = 0; j < 4; j++)
+		{
+			out[i + j].x = vx[j];
+			out[i + j].y = vy[j];
+			out[i + j].z = vz[j];
+		}
+	}
+	return i;
+}
+#endif
+
+#ifdef CML_HAVE_AVX2_PATH
+/*
+ * True when the AVX2 path gives CmlLatLonToVec's bits on a probe of
+ * coordinates (edges, signs, table steps, city points): it is written to,
+ * and this keeps a compiler or CPU that would not from changing a model
+ */
+static bool
+CmlAvx2Agrees(void)
+{
+	static const double probe[][2] = {
+		{0.0, 0.0}, {-0.0, -0.0}, {90.0, 180.0}, {-90.0, -180.0}, {48.8566, 2.3522},
+		{48.8606, 2.3376}, {-33.8688, 151.2093}, {40.7128, -74.006}, {0.703125, -0.703125},
+		{1.40625, 179.296875}, {89.9999999, 179.9999999}, {-45.0, 135.0}, {1e-300, -1e-300},
+		{35.6762, 139.6503}, {-89.5, -0.70312500001}, {12.3456789012345, -98.7654321098765}
+	};
+	const int	n = lengthof(probe);
+	CmlVec3		v[lengthof(probe)];
+
+	if (LatLonToVecsAvx2(&probe[0][0], 2, v, n) != n)
+		return false;
+	for (int i = 0; i < n; i++)
+	{
+		CmlVec3		w = CmlLatLonToVec(probe[i][0], probe[i][1]);
+
+		if (memcmp(&v[i], &w, sizeof(CmlVec3)) != 0)
+			return false;
+	}
+	return true;
+}
+#endif
+
+/*
+ * The unit vectors of n coordinates, the same as CmlLatLonToVec's to the
+ * bit: the (lat, lon) pairs are `stride` doubles apart from ll on; out may
+ * be the same memory, each vector written where its pair was (or before)
+ */
+void
+CmlLatLonToVecs(const double *ll, int64 stride, CmlVec3 *out, int64 n)
+{
+	int64		i = 0;
+
+#ifdef CML_HAVE_AVX2_PATH
+	if (CmlUseAvx2)
+		i = LatLonToVecsAvx2(ll, stride, out, n);
+#endif
+	for (; i < n; i++)
+		out[i] = CmlLatLonToVec(ll[i * stride], ll[i * stride + 1]);
 }
 
 /* Raise a precise ERROR unless (lat, lon) is a finite WGS84 coordinate */

@@ -57,6 +57,9 @@ CmlSinCosDeg(double deg, double *s, double *c)
 	*c = CmlCosTable[i] * cd - CmlSinTable[i] * sd;
 }
 
+/* CmlLatLonToVec (below) of n coordinates at once */
+extern void CmlLatLonToVecs(const double *ll, int64 stride, CmlVec3 *out, int64 n);
+
 /* Coordinate in degrees of a (not necessarily unit) non-zero vector */
 extern void CmlVecToLatLon(CmlVec3 v, double *lat, double *lon);
 

@@ -1892,14 +1892,17 @@ typedef struct TileItem
 
 /* Sort the items of a cell, it[0 .. len - 1], by (lat, lon); tmp: room for len points */
 static void
-TileSortCell(TileItem *it, int64 len, OrderedPoint *tmp, TileItem *out)
+TileSortCell(TileItem *it, int64 len, OrderedPoint *tmp)
 {
 	for (int64 m = 0; m < len; m++)
-		tmp[m] = OrderedPointOf(&it[m].lat, m);
+		tmp[m] = OrderedPointOf(&it[m].lat, (int64) it[m].key);
 	SortPoints(tmp, len);
 	for (int64 m = 0; m < len; m++)
-		out[m] = it[tmp[m].pos];
-	memcpy(it, out, sizeof(TileItem) * len);
+	{
+		it[m].key = (uint64) tmp[m].pos;
+		it[m].lat = OrderKeyValue(tmp[m].key);
+		it[m].lon = tmp[m].lon;
+	}
 }
 
 /*
@@ -1936,7 +1939,9 @@ TileSortPart(TileItem *a, TileItem *b, int64 len, int shift, int npass)
  * cells a side (fewer if the references need the key's bits), so that few
  * cells hold more than one point.  The points go through the radix sort
  * with their coordinates, between f->x and scratch (as large), and end in
- * f->x, where each one's unit vector takes its place.
+ * f->x, where each one's unit vector takes its place; the bands' lists of
+ * points then take the last third of scratch (Lloyd's bounds may take the
+ * rest).
  */
 static void
 TileOrder(const PointInput *in, Fit *f, void *scratch)
@@ -2031,40 +2036,46 @@ TileOrder(const PointInput *in, Fit *f, void *scratch)
 	memcpy(band_fill, f->band_start, sizeof(int64) * f->nbands);
 	f->ref = BigAlloc(sizeof(int64) * n);
 	f->band = BigAlloc(sizeof(int32) * n);
-	f->band_pts = BigAlloc(sizeof(int64) * n);
+	/* in scratch's last third: the bounds take the other two */
+	f->band_pts = (int64 *) ((char *) scratch + sizeof(double) * 2 * n);
 	f->band_sorted = palloc0(sizeof(bool) * f->nbands);
 
-	/* each point's unit vector in its item's place, a cell's points by (lat, lon) */
-	for (int64 i = 0; i < n; i++)
+	/*
+	 * Tile by tile, each point's reference and band, a cell's points by
+	 * (lat, lon) first; then the tile's unit vectors in its items' place
+	 */
+	for (int64 t0 = 0; t0 < n; t0 += FIT_TILE)
 	{
-		TileItem	it;
-		int32		band;
+		int64		t1 = Min(t0 + FIT_TILE, n);
 
-		if (i == cell_end)
+		for (int64 i = t0; i < t1; i++)
 		{
-			cell_end = i + 1;
-			while (cell_end < n && (a[cell_end].key >> rb) == (a[i].key >> rb))
-				cell_end++;
-			if (cell_end - i > 1)
+			int32		band;
+
+			if (i == cell_end)
 			{
-				if (cell_end - i > cell_cap)
+				cell_end = i + 1;
+				while (cell_end < n && (a[cell_end].key >> rb) == (a[i].key >> rb))
+					cell_end++;
+				if (cell_end - i > 1)
 				{
-					if (cell_tmp)
-						pfree(cell_tmp);
-					cell_cap = Max(cell_end - i, 2 * cell_cap);
-					cell_tmp = palloc_extended(sizeof(OrderedPoint) * cell_cap, MCXT_ALLOC_HUGE);
+					if (cell_end - i > cell_cap)
+					{
+						if (cell_tmp)
+							pfree(cell_tmp);
+						cell_cap = Max(cell_end - i, 2 * cell_cap);
+						cell_tmp = palloc_extended(sizeof(OrderedPoint) * cell_cap, MCXT_ALLOC_HUGE);
+					}
+					TileSortCell(a + i, cell_end - i, cell_tmp);
 				}
-				TileSortCell(a + i, cell_end - i, cell_tmp, (TileItem *) scratch);
 			}
+			band = TileBand(&g, a[i].lat);
+			f->ref[i] = (int64) (a[i].key & ref_mask);
+			f->band[i] = band;
+			f->band_pts[band_fill[band]++] = i;
 		}
-		it = a[i];
-		band = TileBand(&g, it.lat);
-		f->x[i] = CmlLatLonToVec(it.lat, it.lon);
-		f->ref[i] = (int64) (it.key & ref_mask);
-		f->band[i] = band;
-		f->band_pts[band_fill[band]++] = i;
-		if ((i + 1) % FIT_TILE == 0 || i + 1 == n)
-			FitTileFigures(f, i / FIT_TILE);
+		CmlLatLonToVecs(&a[t0].lat, 3, f->x + t0, t1 - t0);
+		FitTileFigures(f, t0 / FIT_TILE);
 	}
 	if (cell_tmp)
 		pfree(cell_tmp);
