@@ -65,6 +65,36 @@ SinCosDeg4(__m256d deg, __m256d *s, __m256d *c)
 	*c = _mm256_sub_pd(_mm256_mul_pd(tc, cd), _mm256_mul_pd(ts, sd));
 }
 
+/* CmlChord2ToMetresN by fours (returns how many it did) */
+static __attribute__((target("avx2"))) int64
+Chord2ToMetresAvx2(double *v, int64 n)
+{
+	int64		i = 0;
+
+	for (; i + 4 <= n; i += 4)
+	{
+		__m256d		h = _mm256_mul_pd(_mm256_sqrt_pd(_mm256_loadu_pd(v + i)), _mm256_set1_pd(0.5));
+		__m256d		h2;
+		__m256d		p;
+
+		/* CmlAsin's series, when it is the one for all four */
+		if (_mm256_movemask_pd(_mm256_cmp_pd(h, _mm256_set1_pd(0.015625), _CMP_LT_OQ)) != 0xF)
+		{
+			for (int j = 0; j < 4; j++)
+				v[i + j] = CmlChord2ToMetres(v[i + j]);
+			continue;
+		}
+		h2 = _mm256_mul_pd(h, h);
+		p = _mm256_add_pd(_mm256_set1_pd(35.0 / 1152.0), _mm256_mul_pd(h2, _mm256_set1_pd(63.0 / 2816.0)));
+		p = _mm256_add_pd(_mm256_set1_pd(5.0 / 112.0), _mm256_mul_pd(h2, p));
+		p = _mm256_add_pd(_mm256_set1_pd(3.0 / 40.0), _mm256_mul_pd(h2, p));
+		p = _mm256_add_pd(_mm256_set1_pd(1.0 / 6.0), _mm256_mul_pd(h2, p));
+		p = _mm256_add_pd(h, _mm256_mul_pd(_mm256_mul_pd(h, h2), p));
+		_mm256_storeu_pd(v + i, _mm256_mul_pd(_mm256_set1_pd(2.0 * CML_EARTH_RADIUS_M), p));
+	}
+	return i;
+}
+
 /* CmlLatLonToVecs by fours (returns how many it did) */
 static __attribute__((target("avx2"))) int64
 LatLonToVecsAvx2(const double *ll, int64 stride, CmlVec3 *out, int64 n)
@@ -102,9 +132,10 @@ LatLonToVecsAvx2(const double *ll, int64 stride, CmlVec3 *out, int64 n)
 
 #ifdef CML_HAVE_AVX2_PATH
 /*
- * True when the AVX2 path gives CmlLatLonToVec's bits on a probe of
- * coordinates (edges, signs, table steps, city points): it is written to,
- * and this keeps a compiler or CPU that would not from changing a model
+ * True when the AVX2 paths give CmlLatLonToVec's and CmlChord2ToMetres's
+ * bits on a probe (edges, signs, table steps, city points; short and long
+ * chords): they are written to, and this keeps a compiler or CPU that would
+ * not from changing a model
  */
 static bool
 CmlAvx2Agrees(void)
@@ -117,19 +148,43 @@ CmlAvx2Agrees(void)
 	};
 	const int	n = lengthof(probe);
 	CmlVec3		v[lengthof(probe)];
+	double		m[lengthof(probe)];
+	double		w[lengthof(probe)];
 
 	if (LatLonToVecsAvx2(&probe[0][0], 2, v, n) != n)
 		return false;
 	for (int i = 0; i < n; i++)
 	{
-		CmlVec3		w = CmlLatLonToVec(probe[i][0], probe[i][1]);
+		CmlVec3		u = CmlLatLonToVec(probe[i][0], probe[i][1]);
 
-		if (memcmp(&v[i], &w, sizeof(CmlVec3)) != 0)
+		if (memcmp(&v[i], &u, sizeof(CmlVec3)) != 0)
 			return false;
 	}
+	/* squared chords: the first eight small (the series), the others not */
+	for (int i = 0; i < n; i++)
+	{
+		m[i] = CmlChord2(v[i], v[(i + 1) % n]) * (i < 8 ? 1e-6 : 1.0);
+		w[i] = CmlChord2ToMetres(m[i]);
+	}
+	if (Chord2ToMetresAvx2(m, n) != n || memcmp(m, w, sizeof(m)) != 0)
+		return false;
 	return true;
 }
 #endif
+
+/* CmlChord2ToMetres of v[0 .. n - 1] in place, the same to the bit */
+void
+CmlChord2ToMetresN(double *v, int64 n)
+{
+	int64		i = 0;
+
+#ifdef CML_HAVE_AVX2_PATH
+	if (CmlUseAvx2)
+		i = Chord2ToMetresAvx2(v, n);
+#endif
+	for (; i < n; i++)
+		v[i] = CmlChord2ToMetres(v[i]);
+}
 
 /*
  * The unit vectors of n coordinates, the same as CmlLatLonToVec's to the

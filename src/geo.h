@@ -57,8 +57,9 @@ CmlSinCosDeg(double deg, double *s, double *c)
 	*c = CmlCosTable[i] * cd - CmlSinTable[i] * sd;
 }
 
-/* CmlLatLonToVec (below) of n coordinates at once */
+/* CmlLatLonToVec of n coordinates, and CmlChord2ToMetres of n values in place (below) */
 extern void CmlLatLonToVecs(const double *ll, int64 stride, CmlVec3 *out, int64 n);
+extern void CmlChord2ToMetresN(double *v, int64 n);
 
 /* Coordinate in degrees of a (not necessarily unit) non-zero vector */
 extern void CmlVecToLatLon(CmlVec3 v, double *lat, double *lon);

@@ -163,6 +163,9 @@ CmlZoneCentroidsOfSums(CmlModel *m, const CmlVec3 *sum, const int64 *cnt, int64 
 	}
 }
 
+/* CmlZoneScan's points at a time */
+#define ZONE_SCAN_BLOCK 64
+
 /* The silhouette takes every stride-th point (a sample when the data is large) */
 int64
 CmlZoneStride(int64 n, int32 nz)
@@ -191,36 +194,49 @@ CmlZoneScan(const CmlVec3 *unit, int32 nz, const CmlNeighbour *nb, const CmlVec3
 	memset(dsum, 0, sizeof(double) * nz);
 	memset(dmax, 0, sizeof(double) * nz);
 	sil[0] = sil[1] = 0.0;
-	for (int64 i = i0; i < i1; i++)
+	/* by blocks: the squared chords, their metres at once, then the tallies */
+	for (int64 b0 = i0; b0 < i1; b0 += ZONE_SCAN_BLOCK)
 	{
-		int32		z = labels[i];
-		bool		sampled = (i == sample);
-		double		a2;
-		double		d;
+		int64		len = Min(ZONE_SCAN_BLOCK, i1 - b0);
+		double		a2[ZONE_SCAN_BLOCK];
+		double		dm[ZONE_SCAN_BLOCK];
 
-		if ((i & 0xFFFF) == 0)
-			CHECK_FOR_INTERRUPTS();
-		if (sampled)
-			sample += stride;
-		if (z < 0)
-			continue;
-		a2 = CmlChord2(x[i], unit[z]);
-		d = CmlChord2ToMetres(a2);
-		/* below a micrometre is rounding of the centroid, not distance */
-		if (d < 1e-6)
-			d = 0.0;
-		dist[i] = d;
-		dsum[z] += d;
-		if (d > dmax[z])
-			dmax[z] = d;
-		/* simplified silhouette: own centroid vs nearest other centroid */
-		if (sampled && nz >= 2)
+		CHECK_FOR_INTERRUPTS();
+		for (int64 j = 0; j < len; j++)
 		{
-			double		b = CmlChord2ToMetres(NearestOtherZone(unit, nz, nb, x[i], z, a2));
+			int32		z = labels[b0 + j];
 
-			if (Max(d, b) > 0.0)
-				sil[0] += (b - d) / Max(d, b);
-			sil[1] += 1.0;
+			a2[j] = z < 0 ? 0.0 : CmlChord2(x[b0 + j], unit[z]);
+		}
+		memcpy(dm, a2, sizeof(double) * len);
+		CmlChord2ToMetresN(dm, len);
+		for (int64 j = 0; j < len; j++)
+		{
+			int64		i = b0 + j;
+			int32		z = labels[i];
+			bool		sampled = (i == sample);
+			double		d = dm[j];
+
+			if (sampled)
+				sample += stride;
+			if (z < 0)
+				continue;
+			/* below a micrometre is rounding of the centroid, not distance */
+			if (d < 1e-6)
+				d = 0.0;
+			dist[i] = d;
+			dsum[z] += d;
+			if (d > dmax[z])
+				dmax[z] = d;
+			/* simplified silhouette: own centroid vs nearest other centroid */
+			if (sampled && nz >= 2)
+			{
+				double		b = CmlChord2ToMetres(NearestOtherZone(unit, nz, nb, x[i], z, a2[j]));
+
+				if (Max(d, b) > 0.0)
+					sil[0] += (b - d) / Max(d, b);
+				sil[1] += 1.0;
+			}
 		}
 	}
 }
