@@ -1814,20 +1814,14 @@ CmlKmeansCheckParams(Jsonb *params)
  *
  * Lloyd's passes take the points in an order that keeps near points near in
  * the array, so that tiles of consecutive points are small patches of the
- * map: the Z-order (Morton order) of their (lat, lon) on a grid of 2048
- * cells a side over their bounding box, by a stable LSD radix sort of the
- * cells, and within a cell by (lat, lon): a function of the point set.
+ * map: the Z-order (Morton order) of their (lat, lon) on a grid of 65,536
+ * cells a side over their bounding box, by a radix sort that carries the
+ * coordinates (one pass by the cells' top bits, then each part in cache),
+ * and within a cell by (lat, lon): a function of the point set.
  */
 
 #define TILE_TOP_BITS 8			/* the first pass: by the cells' top bits ... */
 #define TILE_LOCAL_BITS 8			/* ... then within each part, by this many at once */
-#define TILE_PREFETCH 16			/* points fetched ahead by the gather */
-
-#if defined(__GNUC__) || defined(__clang__)
-#define PREFETCH(addr) __builtin_prefetch(addr)
-#else
-#define PREFETCH(addr) ((void) 0)
-#endif
 
 /* A digit's histogram (of nvalues) becomes each value's first slot in the scatter */
 static inline void
