@@ -11,7 +11,7 @@
  * plain Lloyd reaches from the same seeds.  Inertia is the sum of squared
  * chord distances in metres (scikit-learn on unit vectors scaled by the
  * Earth's radius gives the same number).  The seeds are drawn from the points
- * in a canonical order, (lat, lon), so the model depends only on the set of
+ * in a canonical order, by latitude, so the model depends only on the set of
  * points and the seed.  From 200,000 points and 32 centers the passes over
  * them run in parallel workers (as many as max_parallel_workers_per_gather
  * and the CPUs allow), with the same result to the bit.
@@ -284,7 +284,7 @@ typedef struct Fit
 	double	   *zmax;
 	double	   *zsil;
 	/* the leader's */
-	int64	   *ref;			/* each point's reference to the input (PointInput) */
+	int64	   *ref;			/* each point's reference to the input, for labels (or NULL) */
 	int32	   *band;			/* each point's latitude band (k-means++'s draws) ... */
 	int64		nbands;
 	int64	   *band_start;		/* ... band b's points are band_pts[band_start[b] ..] */
@@ -1098,10 +1098,10 @@ LloydMove(Fit *f)
  *
  * The points come as they were collected: one array, or up to
  * CML_LINK_MAX_RUNS arrays (runs) linked by the combine of parallel partial
- * states.  A reference names a point by its run and its place in the run;
- * the points are ordered by (lat, lon), through order-preserving integer
- * images of the latitudes, to be a function of the point set: the tile order
- * within a grid cell, and the seeding's draws within a latitude band.
+ * states.  A reference names a point by its run and its place in the run.
+ * Points in the same cell of the tile order's grid are ordered by (lat, lon),
+ * through order-preserving integer images of the latitudes, so that the tile
+ * order is a function of the point set.
  */
 
 /* A tile order key: a grid cell of at least this many bits a coordinate, and a reference */
@@ -1149,13 +1149,6 @@ PointInputOf(const CmlPoints *pts, PointInput *in)
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("k-means cannot fit %lld points", (long long) pts->n),
 				 errdetail("The limit is 2^%d points.", 64 - 2 * TILE_GRID_MIN_BITS - 6)));
-}
-
-/* The (lat, lon) pair of reference ref */
-static inline const double *
-RefLatLon(const PointInput *in, uint64 ref)
-{
-	return in->ll[ref >> in->run_shift] + 2 * (ref & ((UINT64CONST(1) << in->run_shift) - 1));
 }
 
 /* The input position of reference ref */
@@ -1261,12 +1254,13 @@ SortPoints(OrderedPoint *p, int64 len)
  * candidates drawn with probability proportional to the squared distance to
  * the nearest center already chosen (D^2 sampling).
  *
- * The draws walk the points in the canonical order, (lat, lon), so the seeds
+ * The draws walk the points in a canonical order, by latitude, so the seeds
  * depend on the point set only, not on the tile order (nor on the data being
  * turned in longitude).  The points are in latitude bands (about SEED_BLOCK
  * points each, a function of the latitudes only) whose sums of squared
  * distances are kept: a draw passes the bands in order, and walks only the
- * points of the band it falls in, sorted by (lat, lon) the first time.
+ * points of the band it falls in, sorted the first time by their unit
+ * vectors' z (the sine of the latitude), then x (equal latitudes only).
  * The potentials go by tiles: a candidate at distance D from a tile's center
  * cannot get nearer than D - radius to any of its points, so a tile whose
  * points are all nearer than that to their centers keeps its potential
@@ -1290,7 +1284,6 @@ ClearlyBelow(double a, double b)
 typedef struct SeedState
 {
 	const Fit  *f;				/* the points in tile order, their bands, the tiles */
-	const PointInput *in;		/* the input points, for the bands' order */
 	int64		n;
 	int64		ntiles;
 	double	   *d2;				/* squared distance to the nearest center, tile order */
@@ -1323,7 +1316,12 @@ SeedBandPoints(const SeedState *st, int64 b)
 		OrderedPoint *p = palloc_extended(sizeof(OrderedPoint) * len, MCXT_ALLOC_HUGE);
 
 		for (int64 m = 0; m < len; m++)
-			p[m] = OrderedPointOf(RefLatLon(st->in, f->ref[pts[m]]), pts[m]);
+		{
+			/* by latitude (the sine), then x: a function of the point alone */
+			p[m].key = OrderKey(f->x[pts[m]].z);
+			p[m].lon = f->x[pts[m]].x + 0.0;
+			p[m].pos = pts[m];
+		}
 		SortPoints(p, len);
 		for (int64 m = 0; m < len; m++)
 			pts[m] = p[m].pos;
@@ -1578,7 +1576,7 @@ SeedRanked(const SeedState *st, int64 rank)
  * there are fewer than k distinct points
  */
 static void
-SeedCenters(Fit *f, const PointInput *in, pg_prng_state *rng)
+SeedCenters(Fit *f, pg_prng_state *rng)
 {
 	int64		n = f->sh->n;
 	int32		k = f->sh->k;
@@ -1586,7 +1584,6 @@ SeedCenters(Fit *f, const PointInput *in, pg_prng_state *rng)
 	SeedState	st;
 
 	st.f = f;
-	st.in = in;
 	st.n = n;
 	st.ntiles = (n + FIT_TILE - 1) / FIT_TILE;
 	st.d2 = f->u;
@@ -1654,8 +1651,8 @@ SeedCenters(Fit *f, const PointInput *in, pg_prng_state *rng)
  * the label array sh->cur
  */
 static void
-KmeansOnce(Fit *f, const PointInput *in, const KmeansOptions *o, double tol_abs,
-		   pg_prng_state *rng, double *inertia, int32 *n_iter)
+KmeansOnce(Fit *f, const KmeansOptions *o, double tol_abs, pg_prng_state *rng,
+		   double *inertia, int32 *n_iter)
 {
 	FitShared  *sh = f->sh;
 	int32		it;
@@ -1663,7 +1660,7 @@ KmeansOnce(Fit *f, const PointInput *in, const KmeansOptions *o, double tol_abs,
 	f->a = f->labels[sh->cur];
 	memset(f->drift, 0, sizeof(double) * sh->k);
 	sh->drift_max = 0.0;
-	SeedCenters(f, in, rng);
+	SeedCenters(f, rng);
 	LloydHalfGaps(f);
 	FitRunPass(f, FIT_PASS_FIRST);
 	FitAddChunks(f, true);
@@ -1698,13 +1695,12 @@ KmeansOnce(Fit *f, const PointInput *in, const KmeansOptions *o, double tol_abs,
 }
 
 /*
- * Fit k-means on the unit vectors f->x (tile order, f->ref and the bands set)
+ * Fit k-means on the unit vectors f->x (tile order, the bands set)
  * and build the model in out_cxt; *labels_out (if wanted) is set to the
  * fit's labels, valid until FitEnd
  */
 static CmlModel *
-KmeansFitVectors(Fit *f, const PointInput *in, const KmeansOptions *o, int32 **labels_out,
-				 MemoryContext out_cxt)
+KmeansFitVectors(Fit *f, const KmeansOptions *o, int32 **labels_out, MemoryContext out_cxt)
 {
 	const CmlVec3 *x = f->x;
 	int64		n = f->sh->n;
@@ -1746,7 +1742,7 @@ KmeansFitVectors(Fit *f, const PointInput *in, const KmeansOptions *o, int32 **l
 		double		inertia;
 		int32		n_iter;
 
-		KmeansOnce(f, in, o, tol_abs, &rng, &inertia, &n_iter);
+		KmeansOnce(f, o, tol_abs, &rng, &inertia, &n_iter);
 		if (ClearlyBelow(inertia, best_inertia))
 		{
 			/* keep this run's labels: the next run writes the other array */
@@ -1938,7 +1934,7 @@ TileSortPart(TileItem *a, TileItem *b, int64 len, int shift, int npass)
  * rest).
  */
 static void
-TileOrder(const PointInput *in, Fit *f, void *scratch)
+TileOrder(const PointInput *in, Fit *f, void *scratch, bool want_ref)
 {
 	int64		n = f->sh->n;
 	const int	rb = in->ref_bits;
@@ -2028,7 +2024,7 @@ TileOrder(const PointInput *in, Fit *f, void *scratch)
 		f->band_start[v + 1] += f->band_start[v];
 	band_fill = palloc(sizeof(int64) * f->nbands);
 	memcpy(band_fill, f->band_start, sizeof(int64) * f->nbands);
-	f->ref = BigAlloc(sizeof(int64) * n);
+	f->ref = want_ref ? BigAlloc(sizeof(int64) * n) : NULL;
 	f->band = BigAlloc(sizeof(int32) * n);
 	/* in scratch's last third: the bounds take the other two */
 	f->band_pts = (int64 *) ((char *) scratch + sizeof(double) * 2 * n);
@@ -2064,7 +2060,8 @@ TileOrder(const PointInput *in, Fit *f, void *scratch)
 				}
 			}
 			band = TileBand(&g, a[i].lat);
-			f->ref[i] = (int64) (a[i].key & ref_mask);
+			if (f->ref)
+				f->ref[i] = (int64) (a[i].key & ref_mask);
 			f->band[i] = band;
 			f->band_pts[band_fill[band]++] = i;
 		}
@@ -2120,8 +2117,8 @@ CmlKmeansFitPoints(const CmlPoints *pts, int32 k, bool k_in_options, Jsonb *opti
 	}
 	else
 		scratch = BigAlloc(sizeof(TileItem) * n);
-	TileOrder(&in, &f, scratch);
-	model = KmeansFitVectors(&f, &in, &o, labels_out ? &tile_labels : NULL, callerCxt);
+	TileOrder(&in, &f, scratch, labels_out != NULL);
+	model = KmeansFitVectors(&f, &o, labels_out ? &tile_labels : NULL, callerCxt);
 	if (labels_out)
 	{
 		/* back to the caller's order */
