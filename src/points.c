@@ -461,12 +461,22 @@ kmeans_fit_trans(PG_FUNCTION_ARGS)
 	MemoryContext aggcxt;
 	CmlPoints  *pts;
 
-	if (!AggCheckCallContext(fcinfo, &aggcxt))
-		elog(ERROR, "kmeans_fit_trans called in non-aggregate context");
 	if (PG_ARGISNULL(3))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("k must not be NULL")));
+	/* every row but a group's first: a state (only an aggregate has one), the same k */
+	if (likely(!PG_ARGISNULL(0)))
+	{
+		pts = (CmlPoints *) PG_GETARG_POINTER(0);
+		if (likely(pts->has_params && pts->param[0] == PG_GETARG_INT32(3)))
+		{
+			AddRow(fcinfo, pts);
+			PG_RETURN_POINTER(pts);
+		}
+	}
+	if (!AggCheckCallContext(fcinfo, &aggcxt))
+		elog(ERROR, "kmeans_fit_trans called in non-aggregate context");
 	if (PG_ARGISNULL(0))
 	{
 		pts = NewAggState(aggcxt);
