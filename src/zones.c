@@ -12,6 +12,16 @@
 
 #include "points.h"
 
+/* qsort comparator for doubles */
+static int
+CompareDoubles(const void *a, const void *b)
+{
+	double		x = *(const double *) a;
+	double		y = *(const double *) b;
+
+	return (x > y) - (x < y);
+}
+
 /* The k-th smallest value of a[0..n-1] (a is reordered) */
 static double
 SelectKth(double *a, int64 n, int64 k)
@@ -241,20 +251,137 @@ CmlZoneScan(const CmlVec3 *unit, int32 nz, const CmlNeighbour *nb, const CmlVec3
 	}
 }
 
+/* Every P90_STRIDE-th point is in the p90s' sample, whose brackets are ... */
+#define P90_STRIDE 64
+#define P90_MIN_SAMPLE 64		/* ... of zones with this many sampled points at least */
+
+/*
+ * Each zone's 90th percentile of its points' distances (dist, by labels),
+ * the rank-th smallest one, rank = ceil(0.9 count) - 1, with `scratch` (n
+ * doubles) as room.  A sample of the points gives each zone a bracket, two
+ * of its distances around that rank with a wide margin; one pass counts the
+ * distances below the bracket and keeps those in it, among which the one of
+ * the rank is selected.  A zone whose bracket misses (unlikely) or whose
+ * sample is small has all its distances grouped and selected among.
+ */
+static void
+ZoneP90s(CmlModel *m, const int32 *labels, int64 n, const double *dist, double *scratch)
+{
+	int32		nz = m->n_zones;
+	int64	   *start = palloc0(sizeof(int64) * (nz + 1));
+	int64	   *scount = palloc0(sizeof(int64) * (nz + 1));
+	int64	   *below = palloc0(sizeof(int64) * Max(nz, 1));
+	int64	   *len = palloc0(sizeof(int64) * Max(nz, 1));
+	int64	   *cap = palloc0(sizeof(int64) * Max(nz, 1));
+	double	   *lo = palloc(sizeof(double) * Max(nz, 1));
+	double	   *hi = palloc(sizeof(double) * Max(nz, 1));
+	bool	   *all = palloc0(sizeof(bool) * Max(nz, 1));
+	double	   *sample;
+	int64	   *sfill;
+	bool		any_all = false;
+
+	for (int32 z = 0; z < nz; z++)
+		start[z + 1] = start[z] + m->zones[z].n_points;
+	/* the sample, by zone */
+	for (int64 i = 0; i < n; i += P90_STRIDE)
+		if (labels[i] >= 0)
+			scount[labels[i] + 1]++;
+	for (int32 z = 0; z < nz; z++)
+		scount[z + 1] += scount[z];
+	sample = palloc(sizeof(double) * Max(scount[nz], 1));
+	sfill = palloc(sizeof(int64) * Max(nz, 1));
+	memcpy(sfill, scount, sizeof(int64) * Max(nz, 1));
+	for (int64 i = 0; i < n; i += P90_STRIDE)
+		if (labels[i] >= 0)
+			sample[sfill[labels[i]]++] = dist[i];
+
+	/* each zone's bracket: four standard errors of the sample's quantile, and more */
+	for (int32 z = 0; z < nz; z++)
+	{
+		int64		cnt = m->zones[z].n_points;
+		int64		s = scount[z + 1] - scount[z];
+		double		q = (Max((int64) ceil(0.9 * cnt) - 1, 0) + 0.5) / cnt;
+		double		margin = 4.0 * sqrt(q * (1.0 - q) * s) + 2.0;
+		int64		ilo = (int64) floor(q * s - margin);
+		int64		ihi = (int64) ceil(q * s + margin);
+
+		if (s < P90_MIN_SAMPLE)
+		{
+			all[z] = any_all = true;
+			continue;
+		}
+		qsort(sample + scount[z], s, sizeof(double), CompareDoubles);
+		lo[z] = ilo < 0 ? -INFINITY : sample[scount[z] + ilo];
+		hi[z] = ihi >= s ? INFINITY : sample[scount[z] + ihi];
+		cap[z] = Min(cnt, (int64) ((double) (Min(ihi, s - 1) - Max(ilo, 0) + 1) / s * cnt * 1.5) + 256);
+	}
+
+	/* the distances below each bracket counted, those in it kept */
+	for (int64 i = 0; i < n; i++)
+	{
+		int32		z = labels[i];
+		double		d;
+
+		if (z < 0 || all[z])
+			continue;
+		d = dist[i];
+		if (d < lo[z])
+			below[z]++;
+		else if (d <= hi[z])
+		{
+			if (len[z] < cap[z])
+				scratch[start[z] + len[z]] = d;
+			len[z]++;
+		}
+	}
+	for (int32 z = 0; z < nz; z++)
+	{
+		int64		rank = Max((int64) ceil(0.9 * m->zones[z].n_points) - 1, 0);
+
+		if (all[z])
+			continue;
+		if (len[z] <= cap[z] && rank >= below[z] && rank < below[z] + len[z])
+			m->zones[z].p90_m = SelectKth(scratch + start[z], len[z], rank - below[z]);
+		else
+			all[z] = any_all = true;
+	}
+
+	/* the other zones: all their distances grouped, each zone's in its place */
+	if (any_all)
+	{
+		memcpy(sfill, start, sizeof(int64) * Max(nz, 1));
+		for (int64 i = 0; i < n; i++)
+			if (labels[i] >= 0 && all[labels[i]])
+				scratch[sfill[labels[i]]++] = dist[i];
+		for (int32 z = 0; z < nz; z++)
+			if (all[z])
+				m->zones[z].p90_m = SelectKth(scratch + start[z], m->zones[z].n_points,
+											   Max((int64) ceil(0.9 * m->zones[z].n_points) - 1, 0));
+	}
+	pfree(start);
+	pfree(scount);
+	pfree(below);
+	pfree(len);
+	pfree(cap);
+	pfree(lo);
+	pfree(hi);
+	pfree(all);
+	pfree(sample);
+	pfree(sfill);
+}
+
 /*
  * The zone figures and quality metrics from the tallies of nparts ranges
  * (dsum, dmax: nz per range; sil: 2 per range), added up in range order,
- * and every point's distance (dist; grouped by zone for the p90 into
- * scratch, n doubles, or memory of its own if NULL)
+ * and every point's distance (dist; for the p90s, scratch: room for n
+ * doubles, or NULL for memory of its own)
  */
 void
 CmlZoneFinish(CmlModel *m, const int32 *labels, int64 n, const double *dist, int32 nparts,
 			  const double *dsum, const double *dmax, const double *sil, double *scratch)
 {
 	int32		nz = m->n_zones;
-	int64	   *start = palloc0(sizeof(int64) * (nz + 1));
-	int64	   *fill = palloc(sizeof(int64) * Max(nz, 1));
-	double	   *grouped = scratch ? scratch :
+	double	   *room = scratch ? scratch :
 		palloc_extended(sizeof(double) * Max(n, 1), MCXT_ALLOC_HUGE);
 	double		sil_sum = 0.0;
 	double		sil_n = 0.0;
@@ -270,22 +397,14 @@ CmlZoneFinish(CmlModel *m, const int32 *labels, int64 n, const double *dist, int
 		sil_n += sil[2 * p + 1];
 	}
 
-	/* the distances grouped by zone, for each zone's 90th percentile */
-	for (int32 z = 0; z < nz; z++)
-		start[z + 1] = start[z] + m->zones[z].n_points;
-	memcpy(fill, start, sizeof(int64) * nz);
-	for (int64 i = 0; i < n; i++)
-		if (labels[i] >= 0)
-			grouped[fill[labels[i]]++] = dist[i];
+	ZoneP90s(m, labels, n, dist, room);
 	for (int32 z = 0; z < nz; z++)
 	{
 		CmlZone    *zone = &m->zones[z];
 		int64		cnt = zone->n_points;
-		int64		rank = (int64) ceil(0.9 * cnt) - 1;
 
 		zone->mean_m /= cnt;
 		zone->radius_chord2 = CmlMetresToChord2(zone->radius_m);
-		zone->p90_m = SelectKth(grouped + start[z], cnt, Max(rank, 0));
 		/* rounding must not put the mean above the max */
 		if (zone->mean_m > zone->radius_m)
 			zone->mean_m = zone->radius_m;
@@ -330,10 +449,8 @@ CmlZoneFinish(CmlModel *m, const int32 *labels, int64 n, const double *dist, int
 		if (used > 0)
 			m->davies_bouldin = db / used;
 	}
-	pfree(start);
-	pfree(fill);
-	if (grouped != scratch)
-		pfree(grouped);
+	if (room != scratch)
+		pfree(room);
 }
 
 /*
@@ -371,16 +488,6 @@ CmlComputeZones(CmlModel *m, const CmlVec3 *x, const int32 *labels, int64 n,
 	pfree(dist);
 	pfree(dsum);
 	pfree(dmax);
-}
-
-/* qsort comparator for doubles */
-static int
-CompareDoubles(const void *a, const void *b)
-{
-	double		x = *(const double *) a;
-	double		y = *(const double *) b;
-
-	return (x > y) - (x < y);
 }
 
 /* Median of n values (a is sorted in place); NaN when n = 0 */
