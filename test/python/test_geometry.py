@@ -22,6 +22,9 @@ extension (scikit-learn, or exact spherical geometry computed here in numpy):
                    same zone metrics
   5. edges         lat 90.0000001 / lon 180.0000001 / NaN / +-Infinity rejected
                    with SQLSTATE 22003; lon -180 and 180 accepted and the same place
+  6. large zones   two clusters of 12,000 and 6,000 points (one across +-180):
+                   k-means and DBSCAN zones' radius / mean / p90 against numpy
+                   (zones large enough for the p90s' sampled brackets)
 
 Run:  PGHOST=... PGPORT=... PGUSER=... /usr/bin/python3 test/python/test_geometry.py
 Creates and drops database cml_t_geometry.  Exit 0 when every check passes, 1 otherwise.
@@ -349,6 +352,32 @@ def test_antimeridian(cur):
     # (sin(pi) != sin(-pi) in floating point, so distance_m may differ in its last digits)
     ok, detail = same_answers(cur, ["am_db", "am_km"], [(65.0, 180.0), (65.0, -180.0)])
     check("predict(65, 180) == predict(65, -180) for both models", ok, detail)
+
+
+# ----------------------------------------------------------------- 6. large zones
+
+def test_large_zones(cur):
+    section("6. large zones: 12,000 + 6,000 points, radius / mean / p90 against numpy")
+    rng = np.random.default_rng(6006)
+    alat, alon = offset(-16.5, 180.0, rng.normal(0, 3000, 12000), rng.normal(0, 6000, 12000))
+    blat, blon = offset(48.86, 2.34, rng.normal(0, 800, 6000), rng.normal(0, 1200, 6000))
+    lat = np.concatenate([alat, blat])
+    lon = np.concatenate([alon, blon])
+    is_a = np.arange(len(lat)) < len(alat)
+    load_points(cur, "large", lat, lon)
+    info = fit_kmeans(cur, "large_km", "large", 2, '{"seed": 3, "n_init": 1}')
+    pred, _, _ = predict_all(cur, "large_km", "large")
+    check("k-means k=2: one zone per cluster", len(set(pred[is_a])) == 1 and len(set(pred[~is_a])) == 1
+          and pred[0] != pred[-1], "(zones %s / %s)" % (sorted(set(pred[is_a])), sorted(set(pred[~is_a]))))
+    for zone in sorted(set(pred)):
+        zone_geometry_checks("k-means zone %d (%d points)" % (zone, (pred == zone).sum()), info, zone, lat, lon,
+                             pred == zone)
+    info = fit_dbscan(cur, "large_db", "large", 400.0, 5)
+    win = window_dbscan(cur, "large", 400.0, 5)
+    for zone in range(info["n_zones"]):
+        if (win == zone).sum() >= 4096:
+            zone_geometry_checks("DBSCAN zone %d (%d points)" % (zone, (win == zone).sum()), info, zone, lat, lon,
+                                 win == zone)
 
 
 # ----------------------------------------------------------------- 2. poles
@@ -740,6 +769,7 @@ def main():
         else:
             check("rotation invariance (needs the continental section)", False, "(skipped)")
         _run_section("edges", lambda: test_edges(cur))
+        _run_section("large zones", lambda: test_large_zones(cur))
     finally:
         if conn is not None:
             conn.close()
