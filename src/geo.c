@@ -128,9 +128,7 @@ LatLonToVecsAvx2(const double *ll, int64 stride, CmlVec3 *out, int64 n)
 	}
 	return i;
 }
-#endif
 
-#ifdef CML_HAVE_AVX2_PATH
 /*
  * True when the AVX2 paths give CmlLatLonToVec's and CmlChord2ToMetres's
  * bits on a probe (edges, signs, table steps, city points; short and long

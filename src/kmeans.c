@@ -1816,8 +1816,10 @@ CmlKmeansCheckParams(Jsonb *params)
  * and within a cell by (lat, lon): a function of the point set.
  */
 
-#define TILE_TOP_BITS 8			/* the first pass: by the cells' top bits ... */
+#define TILE_TOP_BITS 10			/* the first pass: by the cells' top bits ... */
 #define TILE_LOCAL_BITS 8			/* ... then within each part, by this many at once */
+#define TILE_WIDE_BITS 11			/* (or this many in a part of ... */
+#define TILE_WIDE_PART 8192			/* ... this many points at least) */
 
 /* A digit's histogram (of nvalues) becomes each value's first slot in the scatter */
 static inline void
@@ -1896,26 +1898,39 @@ TileSortCell(TileItem *it, int64 len, OrderedPoint *tmp)
 }
 
 /*
- * Sort a part, a[0 .. len - 1], by `npass` digits of TILE_LOCAL_BITS from bit
- * `shift` of the keys (stable), between a and b (as large): the items end in
- * b if npass is odd, else in a.  The parts are small: in cache.
+ * Sort a part, src[0 .. len - 1], into dst (as large) by the `nbits` bits of
+ * its keys from bit `shift` on, with src as scratch: by LSD radix passes in
+ * cache, of TILE_WIDE_BITS when the part is large enough to pay for their
+ * histograms, else of TILE_LOCAL_BITS
  */
 static void
-TileSortPart(TileItem *a, TileItem *b, int64 len, int shift, int npass)
+TileSortPart(TileItem *src, TileItem *dst, int64 len, int shift, int nbits)
 {
-	int64		cnt[1 << TILE_LOCAL_BITS];
+	int			bits = len >= TILE_WIDE_PART ? TILE_WIDE_BITS : TILE_LOCAL_BITS;
+	int			npass = (nbits + bits - 1) / bits;
+	const uint64 mask = (UINT64CONST(1) << bits) - 1;
+	int64		cnt[1 << TILE_WIDE_BITS];
+	TileItem   *a = src;
+	TileItem   *b = dst;
 
-	for (int d = 0; d < npass; d++)
+	/* an even number of passes: the first moves the items to dst, and back */
+	if (npass % 2 == 0)
 	{
-		int			sh = shift + d * TILE_LOCAL_BITS;
+		memcpy(dst, src, sizeof(TileItem) * len);
+		a = dst;
+		b = src;
+	}
+	for (int p = 0; p < npass; p++)
+	{
+		int			sh = shift + p * bits;
 		TileItem   *swap;
 
-		memset(cnt, 0, sizeof(cnt));
+		memset(cnt, 0, sizeof(int64) << bits);
 		for (int64 i = 0; i < len; i++)
-			cnt[(a[i].key >> sh) & ((1 << TILE_LOCAL_BITS) - 1)]++;
-		RadixOffsets(cnt, 1 << TILE_LOCAL_BITS);
+			cnt[(a[i].key >> sh) & mask]++;
+		RadixOffsets(cnt, 1 << bits);
 		for (int64 i = 0; i < len; i++)
-			b[cnt[(a[i].key >> sh) & ((1 << TILE_LOCAL_BITS) - 1)]++] = a[i];
+			b[cnt[(a[i].key >> sh) & mask]++] = a[i];
 		swap = a;
 		a = b;
 		b = swap;
@@ -1941,10 +1956,9 @@ TileOrder(const PointInput *in, Fit *f, void *scratch, bool want_ref)
 	const uint64 ref_mask = (UINT64CONST(1) << rb) - 1;
 	const int	grid_bits = Min(TILE_GRID_MAX_BITS, (64 - rb) / 2);
 	const int	top_shift = rb + 2 * grid_bits - TILE_TOP_BITS;
-	const int	nlocal = (2 * grid_bits - TILE_TOP_BITS + TILE_LOCAL_BITS - 1) / TILE_LOCAL_BITS;
-	/* the first pass from a to b, then nlocal in each part: they end in x */
-	TileItem   *a = (nlocal % 2 == 0) ? (TileItem *) scratch : (TileItem *) f->x;
-	TileItem   *b = (nlocal % 2 == 0) ? (TileItem *) f->x : (TileItem *) scratch;
+	/* the first pass from a to b, then each part back to a, x */
+	TileItem   *a = (TileItem *) f->x;
+	TileItem   *b = (TileItem *) scratch;
 	double		lat1 = -INFINITY;
 	double		lon1 = -INFINITY;
 	TileGrid	g = {INFINITY, INFINITY, 0.0, 0.0, 0.0};
@@ -2015,9 +2029,9 @@ TileOrder(const PointInput *in, Fit *f, void *scratch, bool want_ref)
 	{
 		if ((v & 63) == 0)
 			CHECK_FOR_INTERRUPTS();
-		TileSortPart(b + count[v], a + count[v], count[v + 1] - count[v], rb, nlocal);
+		TileSortPart(b + count[v], a + count[v], count[v + 1] - count[v], rb,
+					 2 * grid_bits - TILE_TOP_BITS);
 	}
-	a = (TileItem *) f->x;
 	pfree(count);
 
 	for (int64 v = 0; v < f->nbands; v++)
