@@ -1610,9 +1610,9 @@ SeedCenters(Fit *f, pg_prng_state *rng)
 		CmlVec3		best = {0};
 
 		CHECK_FOR_INTERRUPTS();
-		/* the tiles' sums are exact: all zero when every point is a center */
-		for (int64 t = 0; t < st.ntiles; t++)
-			pot += st.tpot[t];
+		/* the groups' sums are exact: all zero when every point is a center */
+		for (int64 g = 0; g < st.ngroups; g++)
+			pot += st.gpot[g];
 		if (!(pot > 0.0))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
