@@ -450,31 +450,13 @@ AddRow(FunctionCallInfo fcinfo, CmlPoints *pts)
 	PointsAdd(pts, PG_GETARG_FLOAT8(1), PG_GETARG_FLOAT8(2));
 }
 
-PG_FUNCTION_INFO_V1(kmeans_fit_trans);
-/*
- * One call per row: the options are read on a group's first row only (the
- * other rows' options are ignored), k is checked on every row
- */
-Datum
-kmeans_fit_trans(PG_FUNCTION_ARGS)
+/* A group's first row (or a changed k): the state made or checked, the row added */
+static pg_noinline Datum
+KmeansFitTransFirst(FunctionCallInfo fcinfo)
 {
 	MemoryContext aggcxt;
 	CmlPoints  *pts;
 
-	if (PG_ARGISNULL(3))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("k must not be NULL")));
-	/* every row but a group's first: a state (only an aggregate has one), the same k */
-	if (likely(!PG_ARGISNULL(0)))
-	{
-		pts = (CmlPoints *) PG_GETARG_POINTER(0);
-		if (likely(pts->has_params && pts->param[0] == PG_GETARG_INT32(3)))
-		{
-			AddRow(fcinfo, pts);
-			PG_RETURN_POINTER(pts);
-		}
-	}
 	if (!AggCheckCallContext(fcinfo, &aggcxt))
 		elog(ERROR, "kmeans_fit_trans called in non-aggregate context");
 	if (PG_ARGISNULL(0))
@@ -492,6 +474,33 @@ kmeans_fit_trans(PG_FUNCTION_ARGS)
 		SetParams(pts, PG_GETARG_INT32(3), 0, NULL, aggcxt);
 	AddRow(fcinfo, pts);
 	PG_RETURN_POINTER(pts);
+}
+
+PG_FUNCTION_INFO_V1(kmeans_fit_trans);
+/*
+ * One call per row: the options are read on a group's first row only (the
+ * other rows' options are ignored), k is checked on every row
+ */
+Datum
+kmeans_fit_trans(PG_FUNCTION_ARGS)
+{
+	CmlPoints  *pts;
+
+	if (PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("k must not be NULL")));
+	/* every row but a group's first: a state (only an aggregate has one), the same k */
+	if (likely(!PG_ARGISNULL(0)))
+	{
+		pts = (CmlPoints *) PG_GETARG_POINTER(0);
+		if (likely(pts->has_params && pts->param[0] == PG_GETARG_INT32(3)))
+		{
+			AddRow(fcinfo, pts);
+			PG_RETURN_POINTER(pts);
+		}
+	}
+	return KmeansFitTransFirst(fcinfo);
 }
 
 PG_FUNCTION_INFO_V1(dbscan_fit_trans);
