@@ -11,6 +11,7 @@
 #include "fmgr.h"
 #include "libpq/pqformat.h"
 #include "miscadmin.h"
+#include "nodes/execnodes.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -389,13 +390,34 @@ CmlWindowLabel(FunctionCallInfo fcinfo, CmlWindowFitFn fit, int32 *label)
 
 /* ---------- aggregate state shared by kmeans_fit and dbscan_fit ---------- */
 
+/*
+ * At most this many points are reserved from the planner's estimate (64 MB:
+ * an estimate far above the rows that come must not fail where the kernel
+ * counts reserved memory, vm.overcommit_memory = 2)
+ */
+#define PRESIZE_MAX_POINTS (4.0 * 1024 * 1024)
+
 /* A new aggregate state in the aggregate context */
 static CmlPoints *
-NewAggState(MemoryContext aggcxt)
+NewAggState(FunctionCallInfo fcinfo, MemoryContext aggcxt)
 {
 	MemoryContext old = MemoryContextSwitchTo(aggcxt);
 	CmlPoints  *pts = CmlPointsCreate();
 
+	/*
+	 * An aggregate without groups (all the rows in one state): room for the
+	 * rows the planner expects (a little more), so that the array need not
+	 * grow and be moved; pages are only touched as points come in
+	 */
+	if (fcinfo->context && IsA(fcinfo->context, AggState) &&
+		((AggState *) fcinfo->context)->aggstrategy == AGG_PLAIN)
+	{
+		Plan	   *input = outerPlan(((AggState *) fcinfo->context)->ss.ps.plan);
+		double		rows = input ? input->plan_rows : 0.0;
+
+		if (rows > pts->cap && rows < PRESIZE_MAX_POINTS)
+			CmlPointsReserve(pts, (int64) (rows * 1.02) + 1024);
+	}
 	MemoryContextSwitchTo(old);
 	return pts;
 }
@@ -410,7 +432,7 @@ PointsAggState(FunctionCallInfo fcinfo, const char *fname)
 		elog(ERROR, "%s called in non-aggregate context", fname);
 	if (!PG_ARGISNULL(0))
 		return (CmlPoints *) PG_GETARG_POINTER(0);
-	return NewAggState(aggcxt);
+	return NewAggState(fcinfo, aggcxt);
 }
 
 /* Equal parameters (NaN equals NaN: the final function reports it) */
@@ -461,7 +483,7 @@ KmeansFitTransFirst(FunctionCallInfo fcinfo)
 		elog(ERROR, "kmeans_fit_trans called in non-aggregate context");
 	if (PG_ARGISNULL(0))
 	{
-		pts = NewAggState(aggcxt);
+		pts = NewAggState(fcinfo, aggcxt);
 		pts->linkable = true;
 	}
 	else
