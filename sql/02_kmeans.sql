@@ -72,7 +72,7 @@ EXPLAIN (COSTS OFF) SELECT cinematic_ml.kmeans_fit(lat, lon, 4) FROM many;
 SELECT md5(cinematic_ml.kmeans_fit(lat, lon, 4, '{"seed": 2, "n_init": 1}')) AS par FROM many \gset
 RESET max_parallel_workers_per_gather;
 SET max_parallel_workers_per_gather = 0;
--- the same model, byte for byte: k-means fits the points in a canonical order
+-- the same model, byte for byte: k-means draws its seeds in a canonical order
 SELECT md5(cinematic_ml.kmeans_fit(lat, lon, 4, '{"seed": 2, "n_init": 1}')) = :'par' AS same_model FROM many;
 RESET max_parallel_workers_per_gather;
 RESET parallel_setup_cost; RESET parallel_tuple_cost; RESET min_parallel_table_scan_size;
@@ -98,6 +98,16 @@ RESET statement_timeout;
 SELECT count(*) AS workers_left FROM pg_stat_activity WHERE backend_type = 'parallel worker';
 SELECT md5(cinematic_ml.kmeans_fit(lat, lon, 32, '{"seed": 3, "n_init": 2}')) = :'par' AS same_model_again FROM big;
 RESET max_parallel_workers_per_gather; RESET parallel_setup_cost;
+-- AVX2 (where the CPU has it) or not: the same model, byte for byte
+SET max_parallel_workers_per_gather = 0;
+SELECT md5(cinematic_ml.kmeans_fit(lat, lon, 32, '{"seed": 3, "n_init": 2}')) = :'par' AS same_model_avx2,
+       md5(cinematic_ml.dbscan_fit(lat, lon, 30, 5)) AS db FROM big \gset
+SET cinematic_ml.use_avx2 = off;
+SELECT :'same_model_avx2' AS same_with_avx2,
+       md5(cinematic_ml.kmeans_fit(lat, lon, 32, '{"seed": 3, "n_init": 2}')) = :'par' AS same_without_avx2,
+       md5(cinematic_ml.dbscan_fit(lat, lon, 30, 5)) = :'db' AS same_dbscan_without_avx2
+  FROM big;
+RESET cinematic_ml.use_avx2; RESET max_parallel_workers_per_gather;
 DROP TABLE big;
 
 -- errors

@@ -6,6 +6,7 @@
 #include "fmgr.h"
 #include "utils/guc.h"
 
+#include "geo.h"
 #include "predict.h"
 #include "s3.h"
 #include "stats.h"
@@ -37,6 +38,14 @@ _PG_init(void)
 							   PGC_USERSET,
 							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
 							   NULL, NULL, NULL);
+	DefineCustomBoolVariable("cinematic_ml.use_avx2",
+							 "Computes unit vectors and distances four at a time with AVX2 where the CPU has it.",
+							 "The results are the same to the bit either way: off is for tests and comparisons.",
+							 &cml_use_avx2,
+							 true,
+							 PGC_USERSET,
+							 GUC_NOT_IN_SAMPLE,
+							 NULL, NULL, NULL);
 	CmlS3Init();
 	CmlPredictInit();
 	CmlStatsInit();

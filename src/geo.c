@@ -10,10 +10,13 @@
 double		CmlSinTable[256];
 double		CmlCosTable[256];
 
+/* cinematic_ml.use_avx2 */
+bool		cml_use_avx2 = true;
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define CML_HAVE_AVX2_PATH 1
-static bool CmlUseAvx2 = false;
+static bool CmlHaveAvx2 = false;
 static bool CmlAvx2Agrees(void);
 #endif
 
@@ -26,7 +29,7 @@ CmlSinCosInit(void)
 		sincos(i * CML_SINCOS_STEP_DEG * (M_PI / 180.0), &CmlSinTable[i], &CmlCosTable[i]);
 #ifdef CML_HAVE_AVX2_PATH
 	__builtin_cpu_init();
-	CmlUseAvx2 = __builtin_cpu_supports("avx2") && CmlAvx2Agrees();
+	CmlHaveAvx2 = __builtin_cpu_supports("avx2") && CmlAvx2Agrees();
 #endif
 }
 
@@ -177,7 +180,7 @@ CmlChord2ToMetresN(double *v, int64 n)
 	int64		i = 0;
 
 #ifdef CML_HAVE_AVX2_PATH
-	if (CmlUseAvx2)
+	if (CmlHaveAvx2 && cml_use_avx2)
 		i = Chord2ToMetresAvx2(v, n);
 #endif
 	for (; i < n; i++)
@@ -195,7 +198,7 @@ CmlLatLonToVecs(const double *ll, int64 stride, CmlVec3 *out, int64 n)
 	int64		i = 0;
 
 #ifdef CML_HAVE_AVX2_PATH
-	if (CmlUseAvx2)
+	if (CmlHaveAvx2 && cml_use_avx2)
 		i = LatLonToVecsAvx2(ll, stride, out, n);
 #endif
 	for (; i < n; i++)

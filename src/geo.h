@@ -57,7 +57,11 @@ CmlSinCosDeg(double deg, double *s, double *c)
 	*c = CmlCosTable[i] * cd - CmlSinTable[i] * sd;
 }
 
-/* CmlLatLonToVec of n coordinates, and CmlChord2ToMetres of n values in place (below) */
+/*
+ * CmlLatLonToVec of n coordinates, and CmlChord2ToMetres of n values in place
+ * (below), with AVX2 when cml_use_avx2 (cinematic_ml.use_avx2) and the CPU has it
+ */
+extern bool cml_use_avx2;
 extern void CmlLatLonToVecs(const double *ll, int64 stride, CmlVec3 *out, int64 n);
 extern void CmlChord2ToMetresN(double *v, int64 n);
 
