@@ -52,10 +52,13 @@ else
 	echo "bench: starting a throwaway cluster in $CLUSTER_DIR on port $port" >&2
 	# a server sized like a small production box rather than initdb's 128 MB defaults
 	# wal_level = minimal: the growth series' binary COPY into a table created in the same
-	# transaction writes no WAL (10M rows, ~500 MB); nothing timed depends on it
+	# transaction writes no WAL (10M rows, ~500 MB); nothing timed depends on it;
+	# min_dynamic_shared_memory: parallel queries' shared segments (a parallel k-means fit's
+	# points) come from memory set aside at startup, not from the OS at each query
 	PG_EXTRA_CONF="shared_buffers = '1GB'
 work_mem = '64MB'
 max_parallel_workers = 8
+min_dynamic_shared_memory = '256MB'
 wal_level = minimal
 max_wal_senders = 0
 max_wal_size = '4GB'
