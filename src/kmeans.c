@@ -173,8 +173,9 @@ CheckK(int32 k, int64 n)
 #define FIT_PARALLEL_MIN_POINTS 200000
 
 /*
- * With tiles, Lloyd's passes at k = 16 on 1M points take ~60 ms in all,
- * which a worker halves; the segment costs ~30 ms (measured on 2 CPUs)
+ * With tiles, the passes at k = 16 on 1M points take ~35 ms in all, of
+ * which a worker saves ~16; a new segment costs ~30 ms (measured on 2 CPUs),
+ * and even one from min_dynamic_shared_memory left k = 16 no faster
  */
 #define FIT_PARALLEL_MIN_K 32
 
