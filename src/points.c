@@ -561,22 +561,24 @@ zone_metrics_trans(PG_FUNCTION_ARGS)
 	PG_RETURN_POINTER(pts);
 }
 
-/* True when the points are made of runs (linked partial states) */
-static inline bool
-HasRuns(const CmlPoints *pts)
+/* Points that run r of pts holds: from its start (returned) to *end */
+static int64
+RunStart(const CmlPoints *pts, int32 r, int64 *end)
 {
-	return pts->nruns > 0 && pts->run_end[pts->nruns - 1] == pts->n;
+	if (pts->run_ll == NULL)
+	{
+		*end = pts->n;
+		return 0;
+	}
+	*end = pts->run_end[r];
+	return r > 0 ? pts->run_end[r - 1] : 0;
 }
 
-/*
- * Copy linked runs (run_ll) into one array, ll, with room for `cap` points;
- * the runs stay runs
- */
+/* Copy linked runs (run_ll) into one array, ll, with room for `cap` points */
 static void
 MaterializeRuns(CmlPoints *pts, int64 cap, MemoryContext cxt)
 {
 	double	   *ll;
-	int64		at = 0;
 
 	if (pts->run_ll == NULL)
 		return;
@@ -586,65 +588,48 @@ MaterializeRuns(CmlPoints *pts, int64 cap, MemoryContext cxt)
 	CmlAdviseHugePages(ll, sizeof(double) * 2 * cap);
 	for (int32 r = 0; r < pts->nruns; r++)
 	{
-		int64		len = pts->run_end[r] - at;
+		int64		end;
+		int64		start = RunStart(pts, r, &end);
 
-		memcpy(ll + 2 * at, pts->run_ll[r], sizeof(double) * 2 * len);
-		at += len;
+		memcpy(ll + 2 * start, pts->run_ll[r], sizeof(double) * 2 * (end - start));
 	}
 	pts->ll = ll;
 	pts->cap = cap;
 	pfree(pts->run_ll);
+	pfree(pts->run_end);
 	pts->run_ll = NULL;
-}
-
-/* Runs of a after b's points were appended (a->n not yet counting them) */
-static void
-CombineRuns(CmlPoints *a, const CmlPoints *b, MemoryContext cxt)
-{
-	if (b->n == 0)
-		return;
-	if (a->n > 0 && !HasRuns(a))
-		return;
-	if (!HasRuns(b))
-	{
-		a->nruns = 0;
-		return;
-	}
-	if (a->n == 0)
-		a->nruns = 0;
-	if (a->run_end == NULL)
-		a->run_end = MemoryContextAlloc(cxt, sizeof(int64) * (a->nruns + b->nruns));
-	else
-		a->run_end = repalloc(a->run_end, sizeof(int64) * (a->nruns + b->nruns));
-	for (int32 r = 0; r < b->nruns; r++)
-		a->run_end[a->nruns + r] = a->n + b->run_end[r];
-	a->nruns += b->nruns;
+	pts->run_end = NULL;
+	pts->nruns = 0;
 }
 
 /*
- * Append b's points to a by linking b's runs, without a copy: when both are
- * runs (k-means' partial states), unlabelled, and not too many.  False when
- * a copy is needed.
+ * Append b's points to a by linking b's arrays (runs), without a copy: when
+ * both are k-means' partial states, unlabelled, and not too many runs in
+ * all.  False when a copy is needed.
  */
 static bool
 LinkRuns(CmlPoints *a, const CmlPoints *b, MemoryContext cxt)
 {
-	int32		nr = a->nruns + b->nruns;
+	int32		na = a->n == 0 ? 0 : (a->run_ll ? a->nruns : 1);
+	int32		nb = b->run_ll ? b->nruns : 1;
 
-	if (a->n == 0 || b->n == 0 || !HasRuns(a) || !HasRuns(b) ||
-		a->label != NULL || b->label != NULL || nr > CML_LINK_MAX_RUNS)
+	if (!a->linkable || !b->linkable || b->n == 0 || a->label != NULL || b->label != NULL ||
+		na + nb > CML_LINK_MAX_RUNS)
 		return false;
 	if (a->run_ll == NULL)
 	{
-		double	  **run_ll = MemoryContextAlloc(cxt, sizeof(double *) * CML_LINK_MAX_RUNS);
-
-		for (int32 r = 0; r < a->nruns; r++)
-			run_ll[r] = (double *) CmlPointsRun(a, r);
-		a->run_ll = run_ll;
+		a->run_ll = MemoryContextAlloc(cxt, sizeof(double *) * CML_LINK_MAX_RUNS);
+		a->run_end = MemoryContextAlloc(cxt, sizeof(int64) * CML_LINK_MAX_RUNS);
+		a->run_ll[0] = a->ll;
+		a->run_end[0] = a->n;
+		a->nruns = na;
 	}
-	for (int32 r = 0; r < b->nruns; r++)
-		a->run_ll[a->nruns + r] = (double *) CmlPointsRun(b, r);
-	CombineRuns(a, b, cxt);
+	for (int32 r = 0; r < nb; r++)
+	{
+		a->run_ll[a->nruns] = b->run_ll ? b->run_ll[r] : b->ll;
+		a->run_end[a->nruns] = a->n + (b->run_ll ? b->run_end[r] : b->n);
+		a->nruns++;
+	}
 	a->n += b->n;
 	return true;
 }
@@ -672,6 +657,7 @@ cml_points_combine(PG_FUNCTION_ARGS)
 			PG_RETURN_POINTER(b);
 		old = MemoryContextSwitchTo(aggcxt);
 		a = CmlPointsCreate();
+		a->linkable = b->linkable;
 		MemoryContextSwitchTo(old);
 	}
 	else
@@ -692,19 +678,16 @@ cml_points_combine(PG_FUNCTION_ARGS)
 			elog(ERROR, "cannot combine labelled and unlabelled points. Please report a bug.");
 		a->label = MemoryContextAlloc(aggcxt, sizeof(int32) * a->cap);
 	}
-	if (b->run_ll == NULL)
-		memcpy(a->ll + 2 * a->n, b->ll, sizeof(double) * 2 * b->n);
-	else
-		for (int32 r = 0; r < b->nruns; r++)
-		{
-			int64		start = r > 0 ? b->run_end[r - 1] : 0;
+	for (int32 r = 0; r < (b->run_ll ? b->nruns : 1); r++)
+	{
+		int64		end;
+		int64		start = RunStart(b, r, &end);
 
-			memcpy(a->ll + 2 * (a->n + start), b->run_ll[r],
-				   sizeof(double) * 2 * (b->run_end[r] - start));
-		}
+		memcpy(a->ll + 2 * (a->n + start), b->run_ll ? b->run_ll[r] : b->ll,
+			   sizeof(double) * 2 * (end - start));
+	}
 	if (b->label != NULL)
 		memcpy(a->label + a->n, b->label, sizeof(int32) * b->n);
-	CombineRuns(a, b, aggcxt);
 	a->n += b->n;
 	PG_RETURN_POINTER(a);
 }
@@ -798,12 +781,6 @@ cml_points_deserialize(PG_FUNCTION_ARGS)
 		pq_copymsgbytes(&buf, (char *) pts->label, (int) (n * sizeof(int32)));
 	pts->n = n;
 	pts->linkable = linkable;
-	if (linkable)
-	{
-		pts->nruns = 1;
-		pts->run_end = palloc(sizeof(int64));
-		pts->run_end[0] = n;
-	}
 	MemoryContextSwitchTo(old);
 	PG_RETURN_POINTER(pts);
 }

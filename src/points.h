@@ -22,20 +22,18 @@ typedef struct CmlPoints
 	double		param[2];		/* k-means: k; DBSCAN: eps_m, min_points */
 	Jsonb	   *options;		/* k-means options, or NULL */
 	bool		linkable;		/* k-means: partial states are linked, not copied */
-	int32		nruns;			/* when run_end[nruns - 1] == n: the points are nruns runs */
-	int64	   *run_end;		/* (partial states), each ending there */
-	double	  **run_ll;			/* or, if set, run r is at run_ll[r], not in ll */
+	/*
+	 * Linked partial states (run_ll not NULL): the points are in nruns arrays
+	 * (runs), run r at run_ll[r], ending at point run_end[r] (ll is run 0 or
+	 * not read)
+	 */
+	int32		nruns;
+	int64	   *run_end;
+	double	  **run_ll;
 } CmlPoints;
 
 /* At most this many runs (parallel partial states) are linked rather than copied */
 #define CML_LINK_MAX_RUNS 64
-
-/* Where run r's (lat, lon) pairs are */
-static inline const double *
-CmlPointsRun(const CmlPoints *pts, int32 r)
-{
-	return pts->run_ll ? pts->run_ll[r] : pts->ll + 2 * (r > 0 ? pts->run_end[r - 1] : 0);
-}
 
 /* One recognised key of an options jsonb */
 typedef enum CmlOptType
