@@ -54,15 +54,14 @@ SinCosDeg4(__m256d deg, __m256d *s, __m256d *c)
 	__m256d		ts = _mm256_i32gather_pd(CmlSinTable, i, 8);
 	__m256d		tc = _mm256_i32gather_pd(CmlCosTable, i, 8);
 
-	/* d + d d2 (-1/6 + d2 (1/120 + d2 (-1/5040 + d2 / 362880))) */
-	ps = _mm256_add_pd(_mm256_set1_pd(-1.0 / 5040), _mm256_mul_pd(d2, _mm256_set1_pd(1.0 / 362880)));
-	ps = _mm256_add_pd(_mm256_set1_pd(1.0 / 120), _mm256_mul_pd(d2, ps));
-	ps = _mm256_add_pd(_mm256_set1_pd(-1.0 / 6), _mm256_mul_pd(d2, ps));
+	/* CmlSinCosDeg's polynomials, in the same order */
+	ps = _mm256_add_pd(_mm256_set1_pd(CML_SIN_C7), _mm256_mul_pd(d2, _mm256_set1_pd(CML_SIN_C9)));
+	ps = _mm256_add_pd(_mm256_set1_pd(CML_SIN_C5), _mm256_mul_pd(d2, ps));
+	ps = _mm256_add_pd(_mm256_set1_pd(CML_SIN_C3), _mm256_mul_pd(d2, ps));
 	sd = _mm256_add_pd(d, _mm256_mul_pd(_mm256_mul_pd(d, d2), ps));
-	/* 1 + d2 (-1/2 + d2 (1/24 + d2 (-1/720 + d2 / 40320))) */
-	pc = _mm256_add_pd(_mm256_set1_pd(-1.0 / 720), _mm256_mul_pd(d2, _mm256_set1_pd(1.0 / 40320)));
-	pc = _mm256_add_pd(_mm256_set1_pd(1.0 / 24), _mm256_mul_pd(d2, pc));
-	pc = _mm256_add_pd(_mm256_set1_pd(-0.5), _mm256_mul_pd(d2, pc));
+	pc = _mm256_add_pd(_mm256_set1_pd(CML_COS_C6), _mm256_mul_pd(d2, _mm256_set1_pd(CML_COS_C8)));
+	pc = _mm256_add_pd(_mm256_set1_pd(CML_COS_C4), _mm256_mul_pd(d2, pc));
+	pc = _mm256_add_pd(_mm256_set1_pd(CML_COS_C2), _mm256_mul_pd(d2, pc));
 	cd = _mm256_add_pd(_mm256_set1_pd(1.0), _mm256_mul_pd(d2, pc));
 	*s = _mm256_add_pd(_mm256_mul_pd(ts, cd), _mm256_mul_pd(tc, sd));
 	*c = _mm256_sub_pd(_mm256_mul_pd(tc, cd), _mm256_mul_pd(ts, sd));
@@ -81,17 +80,17 @@ Chord2ToMetresAvx2(double *v, int64 n)
 		__m256d		p;
 
 		/* CmlAsin's series, when it is the one for all four */
-		if (_mm256_movemask_pd(_mm256_cmp_pd(h, _mm256_set1_pd(0.015625), _CMP_LT_OQ)) != 0xF)
+		if (_mm256_movemask_pd(_mm256_cmp_pd(h, _mm256_set1_pd(CML_ASIN_SERIES_MAX), _CMP_LT_OQ)) != 0xF)
 		{
 			for (int j = 0; j < 4; j++)
 				v[i + j] = CmlChord2ToMetres(v[i + j]);
 			continue;
 		}
 		h2 = _mm256_mul_pd(h, h);
-		p = _mm256_add_pd(_mm256_set1_pd(35.0 / 1152.0), _mm256_mul_pd(h2, _mm256_set1_pd(63.0 / 2816.0)));
-		p = _mm256_add_pd(_mm256_set1_pd(5.0 / 112.0), _mm256_mul_pd(h2, p));
-		p = _mm256_add_pd(_mm256_set1_pd(3.0 / 40.0), _mm256_mul_pd(h2, p));
-		p = _mm256_add_pd(_mm256_set1_pd(1.0 / 6.0), _mm256_mul_pd(h2, p));
+		p = _mm256_add_pd(_mm256_set1_pd(CML_ASIN_C9), _mm256_mul_pd(h2, _mm256_set1_pd(CML_ASIN_C11)));
+		p = _mm256_add_pd(_mm256_set1_pd(CML_ASIN_C7), _mm256_mul_pd(h2, p));
+		p = _mm256_add_pd(_mm256_set1_pd(CML_ASIN_C5), _mm256_mul_pd(h2, p));
+		p = _mm256_add_pd(_mm256_set1_pd(CML_ASIN_C3), _mm256_mul_pd(h2, p));
 		p = _mm256_add_pd(h, _mm256_mul_pd(_mm256_mul_pd(h, h2), p));
 		_mm256_storeu_pd(v + i, _mm256_mul_pd(_mm256_set1_pd(2.0 * CML_EARTH_RADIUS_M), p));
 	}

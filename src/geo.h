@@ -40,6 +40,15 @@ CmlLatLonValid(double lat, double lon)
  * the angle-sum formulas.  The table is filled when the library loads.
  */
 #define CML_SINCOS_STEP_DEG 1.40625
+/* the polynomials' coefficients (geo.c's AVX2 code uses them too) */
+#define CML_SIN_C3 (-1.0 / 6)
+#define CML_SIN_C5 (1.0 / 120)
+#define CML_SIN_C7 (-1.0 / 5040)
+#define CML_SIN_C9 (1.0 / 362880)
+#define CML_COS_C2 (-0.5)
+#define CML_COS_C4 (1.0 / 24)
+#define CML_COS_C6 (-1.0 / 720)
+#define CML_COS_C8 (1.0 / 40320)
 extern double CmlSinTable[256];
 extern double CmlCosTable[256];
 
@@ -49,8 +58,8 @@ CmlSinCosDeg(double deg, double *s, double *c)
 	double		k = rint(deg * (1.0 / CML_SINCOS_STEP_DEG));
 	double		d = (deg - k * CML_SINCOS_STEP_DEG) * (M_PI / 180.0);
 	double		d2 = d * d;
-	double		sd = d + d * d2 * (-1.0 / 6 + d2 * (1.0 / 120 + d2 * (-1.0 / 5040 + d2 * (1.0 / 362880))));
-	double		cd = 1.0 + d2 * (-0.5 + d2 * (1.0 / 24 + d2 * (-1.0 / 720 + d2 * (1.0 / 40320))));
+	double		sd = d + d * d2 * (CML_SIN_C3 + d2 * (CML_SIN_C5 + d2 * (CML_SIN_C7 + d2 * CML_SIN_C9)));
+	double		cd = 1.0 + d2 * (CML_COS_C2 + d2 * (CML_COS_C4 + d2 * (CML_COS_C6 + d2 * CML_COS_C8)));
 	int			i = ((int) k) & 255;
 
 	*s = CmlSinTable[i] * cd + CmlCosTable[i] * sd;
@@ -127,15 +136,22 @@ CmlChord2(CmlVec3 a, CmlVec3 b)
  * 2e-22 of the result, far under a double's rounding, and it is 5x faster
  * than libm's asin (which the zone metrics call for every point).
  */
+#define CML_ASIN_SERIES_MAX 0.015625
+#define CML_ASIN_C3 (1.0 / 6.0)
+#define CML_ASIN_C5 (3.0 / 40.0)
+#define CML_ASIN_C7 (5.0 / 112.0)
+#define CML_ASIN_C9 (35.0 / 1152.0)
+#define CML_ASIN_C11 (63.0 / 2816.0)
+
 static inline double
 CmlAsin(double h)
 {
-	if (h < 0.015625)
+	if (h < CML_ASIN_SERIES_MAX)
 	{
 		double		h2 = h * h;
 
-		return h + h * h2 * (1.0 / 6.0 + h2 * (3.0 / 40.0 + h2 * (5.0 / 112.0 +
-															 h2 * (35.0 / 1152.0 + h2 * (63.0 / 2816.0)))));
+		return h + h * h2 * (CML_ASIN_C3 + h2 * (CML_ASIN_C5 + h2 * (CML_ASIN_C7 +
+																 h2 * (CML_ASIN_C9 + h2 * CML_ASIN_C11))));
 	}
 	return asin(h);
 }
