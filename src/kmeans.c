@@ -164,6 +164,7 @@ CheckK(int32 k, int64 n)
  */
 
 #define FIT_TILE 32					/* points in a tile */
+#define TILE_COUNT(n) (((n) + FIT_TILE - 1) / FIT_TILE)	/* tiles of n points */
 #define FIT_CHUNK_MIN 32768			/* points in a chunk (whole tiles), at least ... */
 #define FIT_MAX_CHUNKS 64			/* ... in at most this many chunks ... */
 #define FIT_MAX_CHUNK_SUMS (1 << 20)	/* ... with at most this many sums (chunks x k) */
@@ -326,7 +327,7 @@ FitLayout(FitShared *sh, bool with_points)
 	sh->nchunks = (int32) Max(nc, 1);
 	sh->chunk_len = (sh->n + sh->nchunks - 1) / sh->nchunks;
 	sh->chunk_len = (sh->chunk_len + FIT_TILE - 1) / FIT_TILE * FIT_TILE;
-	nt = (sh->n + FIT_TILE - 1) / FIT_TILE;
+	nt = TILE_COUNT(sh->n);
 
 	sh->off_c = FitPlace(&off, sizeof(CmlVec3) * k);
 	sh->off_drift = FitPlace(&off, sizeof(double) * k);
@@ -904,7 +905,7 @@ FitWork(Fit *f)
 		i0 = Min((int64) ch * sh->chunk_len, sh->n);
 		i1 = Min(i0 + sh->chunk_len, sh->n);
 		/* a chunk's tiles: [i0 / FIT_TILE, t1) */
-		t1 = (i1 + FIT_TILE - 1) / FIT_TILE;
+		t1 = TILE_COUNT(i1);
 		switch (sh->pass)
 		{
 			case FIT_PASS_FIRST:
@@ -1222,31 +1223,6 @@ ComparePointOrder(const OrderedPoint *a, const OrderedPoint *b)
 #define ST_DEFINE
 #include "lib/sort_template.h"
 
-#define SMALL_SORT 32
-
-/* Sort p[0 .. len - 1] by (lat, lon): insertion sort when short */
-static void
-SortPoints(OrderedPoint *p, int64 len)
-{
-	if (len > SMALL_SORT)
-	{
-		sort_points(p, len);
-		return;
-	}
-	for (int64 m = 1; m < len; m++)
-	{
-		OrderedPoint t = p[m];
-		int64		h = m;
-
-		while (h > 0 && ComparePointOrder(&t, &p[h - 1]) < 0)
-		{
-			p[h] = p[h - 1];
-			h--;
-		}
-		p[h] = t;
-	}
-}
-
 /*
  * ---------- k-means++ seeding ----------
  *
@@ -1285,7 +1261,6 @@ ClearlyBelow(double a, double b)
 typedef struct SeedState
 {
 	const Fit  *f;				/* the points in tile order, their bands, the tiles */
-	int64		n;
 	int64		ntiles;
 	double	   *d2;				/* squared distance to the nearest center, tile order */
 	double	   *tpot;			/* per tile: sum of its points' d2, how far (squared) */
@@ -1298,7 +1273,6 @@ typedef struct SeedState
 	double	   *gpot;			/* potential, */
 	double	   *greach;			/* and reach, as a tile's */
 	double	   *bsum;			/* per band: sum of its points' d2 */
-	bool	   *bsorted;		/* per band: its points in canonical order */
 } SeedState;
 
 /*
@@ -1312,7 +1286,7 @@ SeedBandPoints(const SeedState *st, int64 b)
 	int64	   *pts = f->band_pts + f->band_start[b];
 	int64		len = f->band_start[b + 1] - f->band_start[b];
 
-	if (!st->bsorted[b] && len > 1)
+	if (!f->band_sorted[b] && len > 1)
 	{
 		OrderedPoint *p = palloc_extended(sizeof(OrderedPoint) * len, MCXT_ALLOC_HUGE);
 
@@ -1323,12 +1297,12 @@ SeedBandPoints(const SeedState *st, int64 b)
 			p[m].lon = f->x[pts[m]].x + 0.0;
 			p[m].pos = pts[m];
 		}
-		SortPoints(p, len);
+		sort_points(p, len);
 		for (int64 m = 0; m < len; m++)
 			pts[m] = p[m].pos;
 		pfree(p);
 	}
-	st->bsorted[b] = true;
+	f->band_sorted[b] = true;
 	return pts;
 }
 
@@ -1585,8 +1559,7 @@ SeedCenters(Fit *f, pg_prng_state *rng)
 	SeedState	st;
 
 	st.f = f;
-	st.n = n;
-	st.ntiles = (n + FIT_TILE - 1) / FIT_TILE;
+	st.ntiles = TILE_COUNT(n);
 	st.d2 = f->u;
 	st.tpot = palloc_extended(sizeof(double) * st.ntiles, MCXT_ALLOC_HUGE);
 	st.treach = palloc_extended(sizeof(double) * st.ntiles, MCXT_ALLOC_HUGE);
@@ -1600,7 +1573,6 @@ SeedCenters(Fit *f, pg_prng_state *rng)
 	for (int64 g = 0; g < st.ngroups; g++)
 		SeedGroupInit(&st, g);
 	st.bsum = palloc_extended(sizeof(double) * f->nbands, MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-	st.bsorted = f->band_sorted;
 
 	f->c[0] = SeedRanked(&st, (int64) (pg_prng_double(rng) * n));
 	SeedAddCenter(&st, f->c[0], true);
@@ -1705,7 +1677,7 @@ KmeansFitVectors(Fit *f, const KmeansOptions *o, int32 **labels_out, MemoryConte
 {
 	const CmlVec3 *x = f->x;
 	int64		n = f->sh->n;
-	int64		ntiles = (n + FIT_TILE - 1) / FIT_TILE;
+	int64		ntiles = TILE_COUNT(n);
 	pg_prng_state rng;
 	CmlVec3		mean = {0, 0, 0};
 	double		var = 0.0;
@@ -1889,7 +1861,7 @@ TileSortCell(TileItem *it, int64 len, OrderedPoint *tmp)
 {
 	for (int64 m = 0; m < len; m++)
 		tmp[m] = OrderedPointOf(&it[m].lat, (int64) it[m].key);
-	SortPoints(tmp, len);
+	sort_points(tmp, len);
 	for (int64 m = 0; m < len; m++)
 	{
 		it[m].key = (uint64) tmp[m].pos;
