@@ -255,6 +255,13 @@ CmlZoneScan(const CmlVec3 *unit, int32 nz, const CmlNeighbour *nb, const CmlVec3
 #define P90_STRIDE 64
 #define P90_MIN_SAMPLE 64		/* ... of zones with this many sampled points at least */
 
+/* The rank (from 0) of a zone's 90th percentile among its cnt distances */
+static inline int64
+P90Rank(int64 cnt)
+{
+	return Max((int64) ceil(0.9 * cnt) - 1, 0);
+}
+
 /*
  * Each zone's 90th percentile of its points' distances (dist, by labels),
  * the rank-th smallest one, rank = ceil(0.9 count) - 1, with `scratch` (n
@@ -300,7 +307,7 @@ ZoneP90s(CmlModel *m, const int32 *labels, int64 n, const double *dist, double *
 	{
 		int64		cnt = m->zones[z].n_points;
 		int64		s = scount[z + 1] - scount[z];
-		double		q = (Max((int64) ceil(0.9 * cnt) - 1, 0) + 0.5) / cnt;
+		double		q = (P90Rank(cnt) + 0.5) / cnt;
 		double		margin = 4.0 * sqrt(q * (1.0 - q) * s) + 2.0;
 		int64		ilo = (int64) floor(q * s - margin);
 		int64		ihi = (int64) ceil(q * s + margin);
@@ -336,7 +343,7 @@ ZoneP90s(CmlModel *m, const int32 *labels, int64 n, const double *dist, double *
 	}
 	for (int32 z = 0; z < nz; z++)
 	{
-		int64		rank = Max((int64) ceil(0.9 * m->zones[z].n_points) - 1, 0);
+		int64		rank = P90Rank(m->zones[z].n_points);
 
 		if (all[z])
 			continue;
@@ -356,7 +363,7 @@ ZoneP90s(CmlModel *m, const int32 *labels, int64 n, const double *dist, double *
 		for (int32 z = 0; z < nz; z++)
 			if (all[z])
 				m->zones[z].p90_m = SelectKth(scratch + start[z], m->zones[z].n_points,
-											   Max((int64) ceil(0.9 * m->zones[z].n_points) - 1, 0));
+											   P90Rank(m->zones[z].n_points));
 	}
 	pfree(start);
 	pfree(scount);
