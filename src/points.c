@@ -6,12 +6,16 @@
 
 #include <sys/mman.h>
 
+#include "access/parallel.h"
 #include "catalog/pg_type.h"
+#include "executor/execParallel.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "libpq/pqformat.h"
 #include "miscadmin.h"
 #include "nodes/execnodes.h"
+#include "nodes/nodeFuncs.h"
+#include "utils/dsa.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -692,20 +696,128 @@ cml_points_combine(PG_FUNCTION_ARGS)
 	PG_RETURN_POINTER(a);
 }
 
+/*
+ * ---------- Partial states between processes ----------
+ *
+ * A partial state of many points does not carry them in its bytea.
+ *
+ * - A parallel worker's would go through its tuple queue, 64 kB at a time,
+ *   which the leader drains only once its own share of the scan is done,
+ *   into fresh buffers.  The worker puts the points in the parallel query's
+ *   shared memory area instead (the executor's DSA, which lives until the
+ *   Gather node is shut down, after the final function) and sends where
+ *   they are; the leader copies them out and frees them.  A state left
+ *   unread (an error, a LIMIT) goes with the area at the end of the query.
+ * - The leader's own partial state of an ungrouped aggregate stays where it
+ *   is, in that aggregate's context, which lives until the plan ends or is
+ *   scanned again, after the final function: the bytea carries its address,
+ *   and the combine links or copies its arrays.
+ *
+ * Grouped partial states of the leader may be spilled and their memory
+ * reused (hash aggregation) while the tuples that name them wait in a sort,
+ * so they go inline, as does a state that finds no room in shared memory.
+ */
+#define BY_REFERENCE_MIN_POINTS 16384
+
+/* Where a serialised state's points are */
+typedef enum StatePlace
+{
+	STATE_INLINE,				/* in the bytea */
+	STATE_SHARED,				/* in the parallel query's shared memory area */
+	STATE_LOCAL					/* in the leader's own partial state */
+} StatePlace;
+
+/*
+ * The shared memory area of the parallel query this worker runs, and the plan
+ * node the worker runs (the Gather's child), by which the leader finds the
+ * area; NULL in the leader and outside parallel query
+ */
+static dsa_area *
+WorkerQueryArea(FunctionCallInfo fcinfo, int *plan_node_id)
+{
+	EState	   *es;
+
+	if (!IsParallelWorker() || fcinfo->context == NULL || !IsA(fcinfo->context, AggState))
+		return NULL;
+	es = ((AggState *) fcinfo->context)->ss.ps.state;
+	if (es->es_query_dsa == NULL || es->es_plannedstmt == NULL ||
+		es->es_plannedstmt->planTree == NULL)
+		return NULL;
+	*plan_node_id = es->es_plannedstmt->planTree->plan_node_id;
+	return es->es_query_dsa;
+}
+
+typedef struct GatherAreaSearch
+{
+	int			plan_node_id;	/* the workers' plan node */
+	dsa_area   *area;			/* found: its Gather's shared memory area */
+} GatherAreaSearch;
+
+/* Find the Gather (Merge) node below the leader's aggregate that ran plan_node_id */
+static bool
+FindGatherArea(PlanState *ps, void *context)
+{
+	GatherAreaSearch *search = (GatherAreaSearch *) context;
+	ParallelExecutorInfo *pei = NULL;
+
+	if (ps == NULL)
+		return false;
+	if (IsA(ps, GatherState))
+		pei = ((GatherState *) ps)->pei;
+	else if (IsA(ps, GatherMergeState))
+		pei = ((GatherMergeState *) ps)->pei;
+	if (pei != NULL && outerPlan(ps->plan) != NULL &&
+		outerPlan(ps->plan)->plan_node_id == search->plan_node_id)
+	{
+		search->area = pei->area;
+		return true;
+	}
+	return planstate_tree_walker(ps, FindGatherArea, context);
+}
+
 PG_FUNCTION_INFO_V1(cml_points_serialize);
 Datum
 cml_points_serialize(PG_FUNCTION_ARGS)
 {
 	CmlPoints  *pts = (CmlPoints *) PG_GETARG_POINTER(0);
 	StringInfoData buf;
+	Size		point_bytes = mul_size(pts->n, 2 * sizeof(double));
+	Size		label_bytes = pts->label ? mul_size(pts->n, sizeof(int32)) : 0;
 	Size		need;
 	int32		optlen = pts->options ? VARSIZE(pts->options) : 0;
 	bool		linkable = pts->linkable && pts->label == NULL && pts->n > 0;
+	StatePlace	place = STATE_INLINE;
+	dsa_area   *area;
+	dsa_pointer shared = InvalidDsaPointer;
+	int			plan_node_id = 0;
 
-	/* the points go as they are, in one array */
-	MaterializeRuns(pts, pts->n, CurrentMemoryContext);
+	/* workers' states are single arrays; a combined one in the leader is not serialised */
+	if (pts->n >= BY_REFERENCE_MIN_POINTS && pts->run_ll == NULL)
+	{
+		if ((area = WorkerQueryArea(fcinfo, &plan_node_id)) != NULL)
+		{
+			shared = dsa_allocate_extended(area, point_bytes + label_bytes,
+										   DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM);
+			if (DsaPointerIsValid(shared))
+			{
+				char	   *dest = dsa_get_address(area, shared);
 
-	need = add_size(64 + optlen, mul_size(pts->n, 2 * sizeof(double) + sizeof(int32)));
+				memcpy(dest, pts->ll, point_bytes);
+				if (pts->label != NULL)
+					memcpy(dest + point_bytes, pts->label, label_bytes);
+				place = STATE_SHARED;
+			}
+		}
+		else if (!IsParallelWorker() && fcinfo->context != NULL &&
+				 IsA(fcinfo->context, AggState) &&
+				 ((AggState *) fcinfo->context)->aggstrategy == AGG_PLAIN)
+			place = STATE_LOCAL;
+	}
+	/* inline, the points go as they are, in one array */
+	if (place == STATE_INLINE)
+		MaterializeRuns(pts, pts->n, CurrentMemoryContext);
+
+	need = add_size(64 + optlen, place == STATE_INLINE ? point_bytes + label_bytes : 0);
 	if (need > MaxAllocSize - VARHDRSZ)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
@@ -723,10 +835,61 @@ cml_points_serialize(PG_FUNCTION_ARGS)
 	pq_sendbyte(&buf, linkable);
 	if (optlen > 0)
 		pq_sendbytes(&buf, (const char *) pts->options, optlen);
-	pq_sendbytes(&buf, (const char *) pts->ll, (int) (pts->n * 2 * sizeof(double)));
-	if (pts->label != NULL)
-		pq_sendbytes(&buf, (const char *) pts->label, (int) (pts->n * sizeof(int32)));
+	pq_sendbyte(&buf, place);
+	switch (place)
+	{
+		case STATE_INLINE:
+			pq_sendbytes(&buf, (const char *) pts->ll, (int) point_bytes);
+			if (pts->label != NULL)
+				pq_sendbytes(&buf, (const char *) pts->label, (int) label_bytes);
+			break;
+		case STATE_SHARED:
+			pq_sendint32(&buf, plan_node_id);
+			pq_sendint64(&buf, (int64) shared);
+			break;
+		case STATE_LOCAL:
+			pq_sendint32(&buf, MyProcPid);
+			pq_sendint64(&buf, (int64) (uintptr_t) pts);
+			break;
+	}
 	PG_RETURN_BYTEA_P(pq_endtypsend(&buf));
+}
+
+/* The leader's own partial state named by a serialised one (STATE_LOCAL) */
+static CmlPoints *
+LocalState(StringInfo buf, int64 n, bool labelled)
+{
+	CmlPoints  *own;
+
+	if (pq_getmsgint(buf, 4) != MyProcPid)
+		elog(ERROR, "invalid partial clustering state. Please report a bug.");
+	own = (CmlPoints *) (uintptr_t) pq_getmsgint64(buf);
+	if (own->n != n || own->run_ll != NULL || (own->label != NULL) != labelled)
+		elog(ERROR, "invalid partial clustering state. Please report a bug.");
+	elog(DEBUG1, "partial clustering state of the leader taken by reference");
+	return own;
+}
+
+/* Copy a worker's points (STATE_SHARED) out of the query's shared memory, and free them */
+static void
+CopySharedPoints(FunctionCallInfo fcinfo, StringInfo buf, CmlPoints *pts)
+{
+	GatherAreaSearch search;
+	dsa_pointer shared;
+	const char *src;
+
+	search.plan_node_id = pq_getmsgint(buf, 4);
+	search.area = NULL;
+	shared = (dsa_pointer) pq_getmsgint64(buf);
+	if (fcinfo->context == NULL || !IsA(fcinfo->context, AggState) ||
+		!FindGatherArea(outerPlanState((AggState *) fcinfo->context), &search))
+		elog(ERROR, "partial clustering state in shared memory not found. Please report a bug.");
+	src = dsa_get_address(search.area, shared);
+	memcpy(pts->ll, src, sizeof(double) * 2 * pts->n);
+	if (pts->label != NULL)
+		memcpy(pts->label, src + sizeof(double) * 2 * pts->n, sizeof(int32) * pts->n);
+	dsa_free(search.area, shared);
+	elog(DEBUG1, "partial clustering state of a worker read from shared memory");
 }
 
 PG_FUNCTION_INFO_V1(cml_points_deserialize);
@@ -741,46 +904,59 @@ cml_points_deserialize(PG_FUNCTION_ARGS)
 	int64		n;
 	int32		optlen;
 	bool		labelled;
-	bool		linkable;
-	Size		per_point;
+	StatePlace	place;
 
 	if (!AggCheckCallContext(fcinfo, &aggcxt))
 		elog(ERROR, "cml_points_deserialize called in non-aggregate context");
-	old = MemoryContextSwitchTo(aggcxt);
-	pts = palloc0(sizeof(CmlPoints));
 	/* read the bytea in place */
 	buf.data = VARDATA_ANY(raw);
 	buf.len = VARSIZE_ANY_EXHDR(raw);
 	buf.maxlen = buf.len;
 	buf.cursor = 0;
+	old = MemoryContextSwitchTo(aggcxt);
+	pts = palloc0(sizeof(CmlPoints));
 	n = pq_getmsgint64(&buf);
 	pts->has_params = pq_getmsgbyte(&buf);
 	pts->param[0] = pq_getmsgfloat8(&buf);
 	pts->param[1] = pq_getmsgfloat8(&buf);
 	optlen = pq_getmsgint(&buf, 4);
 	labelled = pq_getmsgbyte(&buf);
-	linkable = pq_getmsgbyte(&buf);
+	pts->linkable = pq_getmsgbyte(&buf);
 	if (optlen > 0)
 	{
 		pts->options = palloc(optlen);
 		pq_copymsgbytes(&buf, (char *) pts->options, optlen);
 	}
-	per_point = 2 * sizeof(double) + (labelled ? sizeof(int32) : 0);
-	if (n < 0 || (Size) (buf.len - buf.cursor) != (Size) n * per_point)
-		elog(ERROR, "invalid partial clustering state. Please report a bug.");
+	place = (StatePlace) pq_getmsgbyte(&buf);
+	if (place == STATE_LOCAL)
+	{
+		if (pts->options)
+			pfree(pts->options);
+		pfree(pts);
+		pts = LocalState(&buf, n, labelled);
+		MemoryContextSwitchTo(old);
+		PG_RETURN_POINTER(pts);
+	}
 	/* exactly the room needed: a combine takes this state over */
-	if ((Size) n > MaxAllocHugeSize / (2 * sizeof(double)))
+	if (n < 0 || (Size) n > MaxAllocHugeSize / (2 * sizeof(double)))
 		elog(ERROR, "invalid partial clustering state. Please report a bug.");
+	pts->n = n;
 	pts->cap = Max(n, 1);
 	pts->ll = palloc_extended(sizeof(double) * 2 * pts->cap, MCXT_ALLOC_HUGE);
 	CmlAdviseHugePages(pts->ll, sizeof(double) * 2 * pts->cap);
 	if (labelled)
 		pts->label = palloc_extended(sizeof(int32) * pts->cap, MCXT_ALLOC_HUGE);
-	pq_copymsgbytes(&buf, (char *) pts->ll, (int) (n * 2 * sizeof(double)));
-	if (labelled)
-		pq_copymsgbytes(&buf, (char *) pts->label, (int) (n * sizeof(int32)));
-	pts->n = n;
-	pts->linkable = linkable;
+	if (place == STATE_SHARED)
+		CopySharedPoints(fcinfo, &buf, pts);
+	else if (place == STATE_INLINE &&
+			 (Size) (buf.len - buf.cursor) == (Size) n * (2 * sizeof(double) + (labelled ? sizeof(int32) : 0)))
+	{
+		pq_copymsgbytes(&buf, (char *) pts->ll, (int) (n * 2 * sizeof(double)));
+		if (labelled)
+			pq_copymsgbytes(&buf, (char *) pts->label, (int) (n * sizeof(int32)));
+	}
+	else
+		elog(ERROR, "invalid partial clustering state. Please report a bug.");
 	MemoryContextSwitchTo(old);
 	PG_RETURN_POINTER(pts);
 }
