@@ -108,6 +108,19 @@ SELECT :'same_model_avx2' AS same_with_avx2,
        md5(cinematic_ml.dbscan_fit(lat, lon, 30, 5)) = :'db' AS same_dbscan_without_avx2
   FROM big;
 RESET cinematic_ml.use_avx2; RESET max_parallel_workers_per_gather;
+-- a parallel scan of 300,000 points: the partial states go by reference (the
+-- workers' through shared memory, the leader's by address; test_parallel_states.py
+-- checks that they do), the same model
+SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0;
+SET max_parallel_workers_per_gather = 2;
+SELECT md5(cinematic_ml.kmeans_fit(lat, lon, 4, '{"seed": 2, "n_init": 1}')) AS par,
+       cinematic_ml.model_info(cinematic_ml.dbscan_fit(lat, lon, 30, 5))->>'n_zones' AS par_zones FROM big \gset
+SET max_parallel_workers_per_gather = 0;
+SELECT md5(cinematic_ml.kmeans_fit(lat, lon, 4, '{"seed": 2, "n_init": 1}')) = :'par' AS same_model,
+       cinematic_ml.model_info(cinematic_ml.dbscan_fit(lat, lon, 30, 5))->>'n_zones' = :'par_zones' AS same_zones
+  FROM big;
+RESET max_parallel_workers_per_gather;
+RESET parallel_setup_cost; RESET parallel_tuple_cost; RESET min_parallel_table_scan_size;
 DROP TABLE big;
 
 -- errors
