@@ -25,6 +25,9 @@
 #include <time.h>
 
 /* the extension's own conversion (CmlLatLonToVec, CmlSinCosDeg) */
+/* geo.h is written for the server: PostgreSQL's integer type names */
+typedef int32_t int32;
+typedef int64_t int64;
 #include "../src/geo.h"
 
 double		CmlSinTable[256];
