@@ -60,6 +60,10 @@ with database("cml_t_parallel") as conn:
     par, ser = both(f"SELECT md5({fit}) FROM big")
     c.check(par == ser, f"kmeans_fit: the same model with 2 workers and in one process ({ser[0][0]})")
 
+    # the same aggregate twice in one query: one shared state, serialised once per aggregate
+    par, ser = both(f"SELECT md5({fit}), md5({fit}) FROM big")
+    c.check(par == ser and par[0][0] == par[0][1], "kmeans_fit twice in one query: the same model twice")
+
     # grouped: the workers' states by shared memory, the leader's inline
     q = f"SELECT g, md5({fit}) FROM big GROUP BY g ORDER BY g"
     par, ser = both(q)
