@@ -6,6 +6,10 @@ plain, grouped (a sort between the Gather and the final aggregate), under a LIMI
 subquery scanned again for each outer row; and the DEBUG1 lines must show the states really
 went by reference (one per participant with enough points, as EXPLAIN ANALYZE counts them)."""
 import json
+import time
+
+import psycopg2
+import psycopg2.errors
 
 from cmltest import Checks, database
 
@@ -59,6 +63,7 @@ with database("cml_t_parallel") as conn:
             f"{local} by address for the leader's {leader}")
     par, ser = both(f"SELECT md5({fit}) FROM big")
     c.check(par == ser, f"kmeans_fit: the same model with 2 workers and in one process ({ser[0][0]})")
+    ser_plain = ser
 
     # the same aggregate twice in one query: one shared state, serialised once per aggregate
     par, ser = both(f"SELECT md5({fit}), md5({fit}) FROM big")
@@ -92,6 +97,27 @@ with database("cml_t_parallel") as conn:
     c.check(par == ser and len(par) == 3 and "Nested Loop Left Join" in shape
             and shape.index("Function Scan") < shape.index("Gather"),
             f"kmeans_fit on the inner side of a nested loop, 3 rescans: the same model ({shape})")
+
+    # cancelled at every stage (scan, handover, fit): a clean error, no worker left behind,
+    # and the next fit the same (states in shared memory go with the query's area)
+    cur.execute(PARALLEL)
+    t0 = time.perf_counter()
+    cur.execute(f"SELECT md5({fit}) FROM big")
+    full_ms = (time.perf_counter() - t0) * 1000
+    cancelled = 0
+    for i in range(1, 25):
+        cur.execute(f"SET statement_timeout = '{max(1, int(full_ms * i / 25))}ms'")
+        try:
+            cur.execute(f"SELECT md5({fit}) FROM big")
+        except psycopg2.errors.QueryCanceled:
+            cancelled += 1
+    cur.execute("RESET statement_timeout")
+    cur.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'parallel worker'")
+    left = cur.fetchone()[0]
+    par = rows(PARALLEL, f"SELECT md5({fit}) FROM big")
+    c.check(cancelled > 0 and left == 0 and par == ser_plain,
+            f"cancelled at 24 points of a {full_ms:.0f} ms parallel fit ({cancelled} cancelled): "
+            f"{left} workers left, the next fit the same model")
 
     # DBSCAN numbers its zones in input order: the same zones, by size
     q = ("WITH m AS (SELECT cinematic_ml.model_info(cinematic_ml.dbscan_fit(lat, lon, 40, 8)) AS i FROM big) "
