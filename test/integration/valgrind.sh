@@ -10,7 +10,9 @@
 #      the source tree);
 #   2. a short test/integration/fuzz_models.sh (CML_VALGRIND_FUZZ_N damaged
 #      models, default 300; its reject_*.bin validation checks left out), so that
-#      rejected and accepted-but-odd models are checked too.
+#      rejected and accepted-but-odd models are checked too;
+#   3. test/python/test_parallel_states.py (parallel workers' partial states through
+#      shared memory, the leader's by address).
 # Then reads every valgrind log: an error whose stack has a cinematic_ml frame
 # (cinematic_ml.so or one of src/*.c) fails the test; other errors (PostgreSQL
 # internals; Debian's server is built without USE_VALGRIND, so padding written
@@ -190,6 +192,14 @@ CML_FUZZ_MODELS_N=${CML_VALGRIND_FUZZ_N:-300} CML_FUZZ_MODELS_SECS=600 CML_FUZZ_
 sed 's/^/  fuzz_models: /' "$DIR/fuzz_models.out" | tail -n 20
 echo "fuzz_models under valgrind: exit $fuzz_rc in $((SECONDS - t0)) s"
 
+# parallel partial states by reference (shared memory, the leader's own by address):
+# grouped, LIMIT, rescans, cancellations, DBSCAN, zone_metrics, with workers under valgrind
+t0=$SECONDS
+par_rc=0
+/usr/bin/python3 "$ROOT/test/python/test_parallel_states.py" >"$DIR/parallel_states.out" 2>&1 || par_rc=$?
+sed 's/^/  parallel_states: /' "$DIR/parallel_states.out" | tail -n 15
+echo "test_parallel_states.py under valgrind: exit $par_rc in $((SECONDS - t0)) s"
+
 # stop the server so every backend has written its log
 stop_server
 
@@ -250,6 +260,10 @@ if ((regress_rc != 0)); then
 fi
 if ((fuzz_rc != 0)); then
 	echo "FAILED fuzz_models.sh under valgrind (exit $fuzz_rc)"
+	rc=1
+fi
+if ((par_rc != 0)); then
+	echo "FAILED test_parallel_states.py under valgrind (exit $par_rc)"
 	rc=1
 fi
 if grep -E 'terminated by signal|TRAP:|PANIC:' "$DIR/log"; then
