@@ -41,25 +41,34 @@ with database("cml_t_parallel") as conn:
         return rows(PARALLEL, sql), rows(SERIAL, sql)
 
     # the plain aggregate: which participants had enough points, and what their states said
+    # (first without the leader's share, so that the workers' states are large for sure)
     fit = "cinematic_ml.kmeans_fit(lat, lon, 8, '{\"seed\": 5, \"n_init\": 1}')"
-    cur.execute(PARALLEL)
-    cur.execute("SET client_min_messages = debug1")
-    del conn.notices[:]
-    cur.execute(f"EXPLAIN (ANALYZE, VERBOSE, FORMAT JSON) SELECT {fit} FROM big")
-    plan = cur.fetchone()[0][0]["Plan"]
-    cur.execute("RESET client_min_messages")
-    notices = list(conn.notices)
-    gather = plan["Plans"][0]
-    scan = gather["Plans"][0]["Plans"][0]
-    workers = [w["Actual Rows"] for w in scan.get("Workers", [])]
-    leader = 300000 - sum(workers)
-    shared = sum("read from shared memory" in n for n in notices)
-    local = sum("of the leader taken by reference" in n for n in notices)
-    c.check(plan["Node Type"] == "Aggregate" and gather["Node Type"] == "Gather"
-            and scan["Node Type"] == "Seq Scan" and scan.get("Parallel Aware"),
-            "plan: Finalize Aggregate, Gather, Partial Aggregate, Parallel Seq Scan")
-    c.check(shared == sum(w >= MIN_POINTS for w in workers) and local == (leader >= MIN_POINTS),
-            f"states by reference: {shared} from shared memory for workers with {workers} points, "
+
+    def participants(leader_participates):
+        cur.execute(PARALLEL)
+        cur.execute(f"SET parallel_leader_participation = {'on' if leader_participates else 'off'}")
+        cur.execute("SET client_min_messages = debug1")
+        del conn.notices[:]
+        cur.execute(f"EXPLAIN (ANALYZE, VERBOSE, FORMAT JSON) SELECT {fit} FROM big")
+        plan = cur.fetchone()[0][0]["Plan"]
+        cur.execute("RESET client_min_messages; RESET parallel_leader_participation")
+        gather = plan["Plans"][0]
+        scan = gather["Plans"][0]["Plans"][0]
+        workers = [w["Actual Rows"] for w in scan.get("Workers", [])]
+        shape_ok = (plan["Node Type"] == "Aggregate" and gather["Node Type"] == "Gather"
+                    and scan["Node Type"] == "Seq Scan" and scan.get("Parallel Aware"))
+        return (shape_ok, gather.get("Workers Launched", 0), workers, 300000 - sum(workers),
+                sum("read from shared memory" in n for n in conn.notices),
+                sum("of the leader taken by reference" in n for n in conn.notices))
+
+    shape_ok, launched, workers, leader, shared, local = participants(False)
+    c.check(shape_ok and launched >= 1 and leader == 0 and shared == sum(w >= MIN_POINTS for w in workers)
+            and shared >= 1 and local == 0,
+            f"plan: Finalize Aggregate, Gather, Partial Aggregate, Parallel Seq Scan; without the leader's "
+            f"share, {launched} workers with {workers} points: {shared} states from shared memory")
+    shape_ok, launched, workers, leader, shared, local = participants(True)
+    c.check(shape_ok and shared == sum(w >= MIN_POINTS for w in workers) and local == (leader >= MIN_POINTS),
+            f"with the leader's share: {shared} states from shared memory for workers with {workers} points, "
             f"{local} by address for the leader's {leader}")
     par, ser = both(f"SELECT md5({fit}) FROM big")
     c.check(par == ser, f"kmeans_fit: the same model with 2 workers and in one process ({ser[0][0]})")
