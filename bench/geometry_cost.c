@@ -24,8 +24,8 @@
 #include <stdlib.h>
 #include <time.h>
 
-/* the extension's own conversion (CmlLatLonToVec, CmlSinCosDeg) */
-/* geo.h is written for the server: PostgreSQL's integer type names */
+/* the extension's own conversion (CmlLatLonToVec, CmlSinCosDeg); geo.h is written for
+ * the server, with PostgreSQL's integer type names */
 typedef int32_t int32;
 typedef int64_t int64;
 #include "../src/geo.h"

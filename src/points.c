@@ -826,7 +826,15 @@ cml_points_serialize(PG_FUNCTION_ARGS)
 				 errhint("Set max_parallel_workers_per_gather = 0 to cluster this many points in one process.")));
 	pq_begintypsend(&buf);
 	enlargeStringInfo(&buf, (int) need);
+	pq_sendbyte(&buf, place);
 	pq_sendint64(&buf, pts->n);
+	if (place == STATE_LOCAL)
+	{
+		/* the state itself carries the rest */
+		pq_sendint32(&buf, MyProcPid);
+		pq_sendint64(&buf, (int64) (uintptr_t) pts);
+		PG_RETURN_BYTEA_P(pq_endtypsend(&buf));
+	}
 	pq_sendbyte(&buf, pts->has_params);
 	pq_sendfloat8(&buf, pts->param[0]);
 	pq_sendfloat8(&buf, pts->param[1]);
@@ -835,36 +843,30 @@ cml_points_serialize(PG_FUNCTION_ARGS)
 	pq_sendbyte(&buf, linkable);
 	if (optlen > 0)
 		pq_sendbytes(&buf, (const char *) pts->options, optlen);
-	pq_sendbyte(&buf, place);
-	switch (place)
+	if (place == STATE_SHARED)
 	{
-		case STATE_INLINE:
-			pq_sendbytes(&buf, (const char *) pts->ll, (int) point_bytes);
-			if (pts->label != NULL)
-				pq_sendbytes(&buf, (const char *) pts->label, (int) label_bytes);
-			break;
-		case STATE_SHARED:
-			pq_sendint32(&buf, plan_node_id);
-			pq_sendint64(&buf, (int64) shared);
-			break;
-		case STATE_LOCAL:
-			pq_sendint32(&buf, MyProcPid);
-			pq_sendint64(&buf, (int64) (uintptr_t) pts);
-			break;
+		pq_sendint32(&buf, plan_node_id);
+		pq_sendint64(&buf, (int64) shared);
+	}
+	else
+	{
+		pq_sendbytes(&buf, (const char *) pts->ll, (int) point_bytes);
+		if (pts->label != NULL)
+			pq_sendbytes(&buf, (const char *) pts->label, (int) label_bytes);
 	}
 	PG_RETURN_BYTEA_P(pq_endtypsend(&buf));
 }
 
 /* The leader's own partial state named by a serialised one (STATE_LOCAL) */
 static CmlPoints *
-LocalState(StringInfo buf, int64 n, bool labelled)
+LocalState(StringInfo buf, int64 n)
 {
 	CmlPoints  *own;
 
 	if (pq_getmsgint(buf, 4) != MyProcPid)
 		elog(ERROR, "invalid partial clustering state. Please report a bug.");
 	own = (CmlPoints *) (uintptr_t) pq_getmsgint64(buf);
-	if (own->n != n || own->run_ll != NULL || (own->label != NULL) != labelled)
+	if (own->n != n || own->run_ll != NULL)
 		elog(ERROR, "invalid partial clustering state. Please report a bug.");
 	elog(DEBUG1, "partial clustering state of the leader taken by reference");
 	return own;
@@ -913,9 +915,12 @@ cml_points_deserialize(PG_FUNCTION_ARGS)
 	buf.len = VARSIZE_ANY_EXHDR(raw);
 	buf.maxlen = buf.len;
 	buf.cursor = 0;
+	place = (StatePlace) pq_getmsgbyte(&buf);
+	n = pq_getmsgint64(&buf);
+	if (place == STATE_LOCAL)
+		PG_RETURN_POINTER(LocalState(&buf, n));
 	old = MemoryContextSwitchTo(aggcxt);
 	pts = palloc0(sizeof(CmlPoints));
-	n = pq_getmsgint64(&buf);
 	pts->has_params = pq_getmsgbyte(&buf);
 	pts->param[0] = pq_getmsgfloat8(&buf);
 	pts->param[1] = pq_getmsgfloat8(&buf);
@@ -926,16 +931,6 @@ cml_points_deserialize(PG_FUNCTION_ARGS)
 	{
 		pts->options = palloc(optlen);
 		pq_copymsgbytes(&buf, (char *) pts->options, optlen);
-	}
-	place = (StatePlace) pq_getmsgbyte(&buf);
-	if (place == STATE_LOCAL)
-	{
-		if (pts->options)
-			pfree(pts->options);
-		pfree(pts);
-		pts = LocalState(&buf, n, labelled);
-		MemoryContextSwitchTo(old);
-		PG_RETURN_POINTER(pts);
 	}
 	/* exactly the room needed: a combine takes this state over */
 	if (n < 0 || (Size) n > MaxAllocHugeSize / (2 * sizeof(double)))
